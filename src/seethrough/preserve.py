@@ -1,0 +1,63 @@
+"""Put a model back exactly as it was: modes, ``requires_grad``, hooks and child modules.
+
+Example:
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(2, 2)).train()
+    >>> with preserve(net):
+    ...     _ = net.eval().requires_grad_(False)
+    >>> net.training, net[0].weight.requires_grad
+    (True, True)
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from torch import nn
+
+HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_state_dict_hooks",
+    "_load_state_dict_pre_hooks",
+)
+
+
+@contextmanager
+def preserve(model: nn.Module):
+    """Snapshot a model's mutable state; restore it on exit, also after an exception."""
+    modules = list(model.modules())
+    training = [module.training for module in modules]
+    children = [dict(module._modules) for module in modules]
+    hooks = [
+        {attr: set(getattr(module, attr, {}).keys()) for attr in HOOK_DICTS} for module in modules
+    ]
+    forwards = [module.__dict__.get("forward") for module in modules]
+    parameters = list(model.parameters())
+    requires_grad = [p.requires_grad for p in parameters]
+    try:
+        yield model
+    finally:
+        for module, mode, kids, hook_keys, forward in zip(
+            modules, training, children, hooks, forwards
+        ):
+            module.training = mode
+            if module._modules != kids:
+                module._modules.clear()
+                module._modules.update(kids)
+            for attr, keys in hook_keys.items():
+                table = getattr(module, attr, None)
+                if table is not None:
+                    for key in [k for k in table if k not in keys]:
+                        del table[key]
+            if module.__dict__.get("forward") is not forward:
+                if forward is None:
+                    del module.__dict__["forward"]
+                else:
+                    module.__dict__["forward"] = forward
+        for parameter, flag in zip(parameters, requires_grad):
+            parameter.requires_grad_(flag)

@@ -1,0 +1,111 @@
+"""Change how gradients pass back through every ReLU, inside a ``with`` block only.
+
+Guided backpropagation (Springenberg et al. 2015) passes a gradient back through a ReLU only
+where both the input and the gradient are positive; the deconvnet (Zeiler & Fergus 2014) passes
+it where the gradient is positive, whatever the input. Both need every ReLU of a network, however
+it is written: ``nn.ReLU`` modules (in place or not), ``F.relu`` / ``torch.relu`` / ``Tensor.relu``
+calls in a ``forward`` (torchvision's DenseNet), and ``ReLU6`` (MobileNetV2). ``relu_backward``
+patches those functions for the duration of the block and puts the originals back on exit; the
+forward values do not change. The model itself is never touched.
+
+Warning:
+    The patch is process-wide while the block runs: another thread running a model at the same
+    time sees the changed rule too.
+
+Example:
+    >>> import torch
+    >>> x = torch.tensor([-1.0, 2.0], requires_grad=True)
+    >>> with relu_backward("guided"):
+    ...     (torch.relu(x) * torch.tensor([3.0, -4.0])).sum().backward()
+    >>> x.grad.tolist()
+    [0.0, 0.0]
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+
+from seethrough.errors import InputError
+
+#: ``rule(grad_output, input, passes) -> grad_input``; ``passes`` marks where the forward was linear
+Rule = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+RULES: dict[str, Rule] = {
+    "guided": lambda grad, x, passes: grad.clamp(min=0) * passes,
+    "deconvnet": lambda grad, x, passes: grad.clamp(min=0),
+    "standard": lambda grad, x, passes: grad * passes,
+}
+
+
+def _make_function(rule: Rule) -> type[torch.autograd.Function]:
+    class ClampWithRule(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, upper):
+            ctx.save_for_backward(x)
+            ctx.upper = upper
+            return x.clamp(min=0) if upper is None else x.clamp(0, upper)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            passes = x > 0 if ctx.upper is None else (x > 0) & (x < ctx.upper)
+            return rule(grad, x, passes.to(grad.dtype)), None
+
+    return ClampWithRule
+
+
+@contextmanager
+def relu_backward(rule: str | Rule):
+    """Within the block, every ReLU (and ReLU6) backpropagates by ``rule``.
+
+    Args:
+        rule: ``"guided"``, ``"deconvnet"``, ``"standard"`` or a function
+            ``(grad_output, input, passes) -> grad_input``.
+    """
+    if isinstance(rule, str):
+        if rule not in RULES:
+            raise InputError(f"unknown ReLU rule {rule!r}; choose one of {sorted(RULES)}")
+        rule = RULES[rule]
+    function = _make_function(rule)
+    originals = {
+        (F, "relu"): F.relu,
+        (F, "relu_"): F.relu_,
+        (F, "relu6"): F.relu6,
+        (F, "hardtanh"): F.hardtanh,
+        (torch, "relu"): torch.relu,
+        (torch, "relu_"): torch.relu_,
+        (torch.Tensor, "relu"): torch.Tensor.relu,
+        (torch.Tensor, "relu_"): torch.Tensor.relu_,
+    }
+
+    def apply(x: torch.Tensor, upper: float | None = None) -> torch.Tensor:
+        return function.apply(x, upper)
+
+    def relu(x, inplace=False):
+        return apply(x)
+
+    def hardtanh(x, min_val=-1.0, max_val=1.0, inplace=False):
+        if min_val == 0.0:
+            return apply(x, max_val)
+        return originals[(F, "hardtanh")](x, min_val, max_val, inplace)
+
+    replacements = {
+        (F, "relu"): relu,
+        (F, "relu_"): apply,
+        (F, "relu6"): lambda x, inplace=False: apply(x, 6.0),
+        (F, "hardtanh"): hardtanh,
+        (torch, "relu"): apply,
+        (torch, "relu_"): apply,
+        (torch.Tensor, "relu"): apply,
+        (torch.Tensor, "relu_"): apply,
+    }
+    try:
+        for (owner, name), replacement in replacements.items():
+            setattr(owner, name, replacement)
+        yield
+    finally:
+        for (owner, name), original in originals.items():
+            setattr(owner, name, original)
