@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     except SeethroughError as error:
         print(f"seethrough {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head`
+        return 0
     except KeyboardInterrupt:
         print(f"seethrough {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,1 @@
+"""Figures (matplotlib ``Figure`` objects, no pyplot state) for the report and notebooks."""
