@@ -1,0 +1,79 @@
+"""Shared fixtures: small random-weight architectures and a 'model left exactly as it was' check."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+#: architectures every method must run on (random weights, small inputs)
+ARCHITECTURES = {
+    "resnet18": lambda: torchvision.models.resnet18(num_classes=10),  # in-place ReLU, residuals
+    "vgg11_bn": lambda: torchvision.models.vgg11_bn(num_classes=10),
+    "densenet121": lambda: torchvision.models.densenet121(num_classes=10),  # functional ReLU
+    "mobilenet_v3_small": lambda: torchvision.models.mobilenet_v3_small(num_classes=10),
+}
+#: a conv layer in each, for layer-based methods
+LAST_CONV = {
+    "resnet18": "layer4",
+    "vgg11_bn": "features.27",
+    "densenet121": "features.denseblock4",
+    "mobilenet_v3_small": "features.12",
+}
+
+
+def small_vit() -> nn.Module:
+    """A tiny torchvision VisionTransformer for 64x64 inputs (16 patches of 16 px)."""
+    return torchvision.models.VisionTransformer(
+        image_size=64, patch_size=16, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
+        num_classes=10,
+    )
+
+
+def model_state(model: nn.Module) -> dict:
+    """Everything a method could leave changed: modes, requires_grad, hooks, children, values."""
+    state = {}
+    for name, module in model.named_modules():
+        state[name] = (
+            module.training,
+            type(module),
+            id(module),
+            tuple(id(child) for child in module._modules.values()),
+            len(module._forward_hooks), len(module._forward_pre_hooks),
+            len(module._backward_hooks), len(getattr(module, "_backward_pre_hooks", {})),
+            "forward" in module.__dict__,
+        )
+    state["__params__"] = [(n, p.requires_grad, p.detach().clone()) for n, p in model.named_parameters()]
+    state["__buffers__"] = [(n, b.detach().clone()) for n, b in model.named_buffers()]
+    return state
+
+
+def assert_same_state(before: dict, after: dict) -> None:
+    params_before, params_after = before.pop("__params__"), after.pop("__params__")
+    buffers_before, buffers_after = before.pop("__buffers__"), after.pop("__buffers__")
+    assert before == after, "module structure, mode or hooks changed"
+    for (name, grad_a, value_a), (_, grad_b, value_b) in zip(params_before, params_after):
+        assert grad_a == grad_b, f"requires_grad of {name} changed"
+        assert torch.equal(value_a, value_b), f"parameter {name} changed"
+    for (name, value_a), (_, value_b) in zip(buffers_before, buffers_after):
+        assert torch.equal(value_a, value_b), f"buffer {name} changed"
+
+
+@pytest.fixture
+def unchanged():
+    """``with unchanged(model): ...`` asserts the model is exactly as before, even on error."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def check(model: nn.Module):
+        before = model_state(model)
+        try:
+            yield model
+        finally:
+            assert_same_state(before, model_state(model))
+
+    return check
