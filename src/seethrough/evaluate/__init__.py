@@ -1,0 +1,123 @@
+"""Scores for explanations: are the maps faithful to the model, and do they find the object?
+
+Each score is a function returning one value per image:
+
+* faithfulness: ``deletion``, ``insertion`` (RISE), ``model_randomization`` (sanity check)
+* localization against ground truth: ``pointing_game``, ``energy_pointing_game``, ``mask_iou``
+
+``evaluate`` runs several at once and returns a ``Scores`` table (``.to_frame()``, ``.mean()``).
+
+Example:
+    >>> import seethrough                                                     # doctest: +SKIP
+    >>> model = seethrough.load_model("conceptnet")                           # doctest: +SKIP
+    >>> world = seethrough.data.ConceptWorld("val", length=16)                # doctest: +SKIP
+    >>> x = torch.stack([s["image"] for s in world])                          # doctest: +SKIP
+    >>> masks = torch.stack([s["object_mask"] for s in world])                # doctest: +SKIP
+    >>> maps = seethrough.attribute(model, x, method="gradcam", layer="features")  # doctest: +SKIP
+    >>> evaluate(model, x, maps, masks=masks).mean()                          # doctest: +SKIP
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from seethrough.errors import InputError
+from seethrough.evaluate.inputs import Target, as_images, as_maps, as_targets, model_device
+from seethrough.evaluate.localization import (
+    energy_pointing_game,
+    iou,
+    mask_iou,
+    pointing_game,
+)
+from seethrough.evaluate.perturbation import (
+    area_under_curve,
+    deletion,
+    deletion_curve,
+    insertion,
+    insertion_curve,
+)
+from seethrough.evaluate.sanity import Randomization, model_randomization, spearman
+
+#: metric name -> (needs masks, higher is better)
+METRICS = {
+    "deletion": (False, False),
+    "insertion": (False, True),
+    "pointing_game": (True, True),
+    "energy_pointing_game": (True, True),
+    "mask_iou": (True, True),
+}
+
+
+@dataclass
+class Scores:
+    """Scores per image: ``values[metric]`` is a tensor ``(N,)``; ``targets`` the classes scored."""
+
+    values: dict[str, torch.Tensor]
+    targets: torch.Tensor
+    method: str = ""
+    higher_is_better: dict[str, bool] = field(default_factory=dict)
+
+    def mean(self) -> dict[str, float]:
+        """Mean of each metric over the images (images without an object are skipped)."""
+        return {name: float(value.nanmean()) for name, value in self.values.items()}
+
+    def to_frame(self):
+        """One row per image: ``image``, ``target``, ``method`` and a column per metric."""
+        import pandas as pd
+
+        frame = pd.DataFrame({name: value.tolist() for name, value in self.values.items()})
+        frame.insert(0, "target", self.targets.tolist())
+        frame.insert(0, "image", range(len(self.targets)))
+        if self.method:
+            frame.insert(1, "method", self.method)
+        return frame
+
+
+def evaluate(model: nn.Module, images: torch.Tensor, maps, target: Target = "predicted", *,
+             masks=None, metrics: Sequence[str] | None = None, batch_size: int = 64,
+             step: int | None = None, tolerance: int | None = None, top: float = 0.2,
+             progress: bool = True) -> Scores:
+    """Score maps (a tensor ``(N, 1, H, W)`` or an ``Attribution``) with several metrics.
+
+    Args:
+        masks: ground-truth object masks ``(N, H, W)``; needed by the localization metrics.
+        metrics: names from ``METRICS``; default: deletion and insertion, plus the localization
+            metrics when ``masks`` are given.
+        batch_size, step: for deletion / insertion; ``tolerance`` for the pointing game; ``top``
+            (fraction of pixels kept) for ``mask_iou``.
+    """
+    images = as_images(images)
+    if target == "predicted" and getattr(maps, "target", None) is not None:
+        target = maps.target  # score the class the attribution explained
+    targets = as_targets(model, images.to(model_device(model)), target)
+    if metrics is None:
+        metrics = [name for name, (needs_masks, _) in METRICS.items() if masks is not None or not needs_masks]
+    unknown = [name for name in metrics if name not in METRICS]
+    if unknown:
+        raise InputError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+    if masks is None and any(METRICS[name][0] for name in metrics):
+        raise InputError("pointing_game, energy_pointing_game and mask_iou need masks=(N, H, W)")
+    method = getattr(maps, "method", "") or ""
+    maps = as_maps(maps, size=images.shape[-2:], count=len(images))
+    functions = {
+        "deletion": lambda: deletion(model, images, maps, targets, step=step, batch_size=batch_size,
+                                     progress=progress),
+        "insertion": lambda: insertion(model, images, maps, targets, step=step,
+                                       batch_size=batch_size, progress=progress),
+        "pointing_game": lambda: pointing_game(maps, masks, tolerance=tolerance),
+        "energy_pointing_game": lambda: energy_pointing_game(maps, masks),
+        "mask_iou": lambda: mask_iou(maps, masks, top=top),
+    }
+    values = {name: functions[name]().cpu() for name in metrics}
+    return Scores(values=values, targets=targets, method=method,
+                  higher_is_better={name: METRICS[name][1] for name in metrics})
+
+
+__all__ = [
+    "METRICS", "Randomization", "Scores", "area_under_curve", "deletion", "deletion_curve",
+    "energy_pointing_game", "evaluate", "insertion", "insertion_curve", "iou", "mask_iou",
+    "model_randomization", "pointing_game", "spearman",
+]
