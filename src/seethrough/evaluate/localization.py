@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from seethrough.errors import InputError
-from seethrough.evaluate.inputs import as_masks, as_maps
+from seethrough.evaluate.inputs import as_maps, as_masks
 
 #: Zhang et al.'s tolerance, in pixels at 224 x 224
 TOLERANCE_AT_224 = 15
@@ -52,7 +52,7 @@ def pointing_game(maps, masks, *, tolerance: int | None = None) -> torch.Tensor:
     ``default_tolerance(W)`` (15 px at 224 px).
     """
     maps, masks = _inputs(maps, masks)
-    count, height, width = maps.shape
+    _, height, width = maps.shape
     tolerance = default_tolerance(width) if tolerance is None else tolerance
     if tolerance < 0:
         raise InputError(f"tolerance must be >= 0 pixels, not {tolerance}")

@@ -40,7 +40,7 @@ def rankdata(values: torch.Tensor) -> torch.Tensor:
     flat = values.reshape(-1, values.shape[-1])
     ranks = torch.empty(flat.shape, dtype=torch.float64, device=values.device)
     for row, out in zip(flat, ranks):
-        unique, inverse, counts = torch.unique(row, return_inverse=True, return_counts=True)
+        _, inverse, counts = torch.unique(row, return_inverse=True, return_counts=True)
         ends = counts.cumsum(0).double()
         average = ends - (counts.double() - 1) / 2
         out.copy_(average[inverse])
