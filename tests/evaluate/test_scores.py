@@ -207,3 +207,14 @@ def test_bad_inputs_are_clear(synthetic):
         deletion(model, images, perfect, target=[0, 1])
     with pytest.raises(InputError, match="masks must have shape"):
         pointing_game(perfect, torch.zeros(3, SIZE, SIZE, dtype=torch.bool))
+
+
+def test_top_level_evaluate_is_callable_after_subpackage_import(synthetic):
+    import seethrough
+    import seethrough.evaluate.localization  # noqa: F401  (sets the package attribute)
+
+    model, images, perfect, _ = synthetic
+    scores = seethrough.evaluate(model, images, perfect, target=0, metrics=["deletion"],
+                                 progress=False)
+    assert scores.values["deletion"].shape == (4,)
+    assert seethrough.evaluate.pointing_game is seethrough.evaluate.localization.pointing_game

@@ -6,6 +6,8 @@ Each score is a function returning one value per image:
 * localization against ground truth: ``pointing_game``, ``energy_pointing_game``, ``mask_iou``
 
 ``evaluate`` runs several at once and returns a ``Scores`` table (``.to_frame()``, ``.mean()``).
+The package itself is callable, so ``seethrough.evaluate(...)`` is that function whether or not
+the subpackage has been imported (importing it would otherwise shadow the function).
 
 Example:
     >>> import seethrough                                                     # doctest: +SKIP
@@ -18,6 +20,8 @@ Example:
 """
 from __future__ import annotations
 
+import sys
+import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -115,6 +119,15 @@ def evaluate(model: nn.Module, images: torch.Tensor, maps, target: Target = "pre
     return Scores(values=values, targets=targets, method=method,
                   higher_is_better={name: METRICS[name][1] for name in metrics})
 
+
+class _CallableModule(types.ModuleType):
+    """``seethrough.evaluate(...)`` calls ``evaluate``; attributes work as for any package."""
+
+    def __call__(self, *args, **kwargs) -> Scores:
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = [
     "METRICS", "Randomization", "Scores", "area_under_curve", "deletion", "deletion_curve",
