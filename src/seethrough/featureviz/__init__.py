@@ -1,0 +1,20 @@
+"""Feature visualization by optimization, and the image synthesis built on the same machinery.
+
+Example:
+    >>> import seethrough
+    >>> from seethrough import objectives as obj
+    >>> model = seethrough.load_model("mobilenet_v2")                        # doctest: +SKIP
+    >>> result = seethrough.visualize(model, obj.channel("features.6", [0, 1, 2]))  # doctest: +SKIP
+    >>> result.images.shape                                                  # doctest: +SKIP
+    torch.Size([3, 3, 224, 224])
+"""
+from __future__ import annotations
+
+from seethrough.featureviz import objectives
+from seethrough.featureviz.objectives import Objective
+from seethrough.featureviz.params import ImageParam, color_correlation_sqrt
+from seethrough.featureviz.render import Probe, Renderer, Visualization, render_step, visualize
+from seethrough.featureviz.transforms import Transforms
+
+__all__ = ["objectives", "Objective", "ImageParam", "color_correlation_sqrt", "Probe", "Renderer",
+           "Visualization", "render_step", "visualize", "Transforms"]

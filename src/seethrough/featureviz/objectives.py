@@ -1,0 +1,396 @@
+"""What to maximize: objectives as values that add, subtract and scale.
+
+Sign convention: **every objective is maximized.** A penalty such as ``total_variation()``
+measures roughness (a positive number); subtract it to penalize: ``channel(...) - 0.01 * tv``.
+
+Each objective returns one value per batch item (shape ``(N,)``), so a batch can carry a
+different goal per image: ``channel("features.6", [0, 1, 2, 3])`` renders channel ``i`` in item
+``i``; ``channel("features.6", 5, batch=2)`` reads item 2 only. It declares the layers it reads
+(``.layers``) so only those get hooked, and whether it needs the model's output
+(``.needs_output``: logits, probabilities) — if not, the forward pass stops after the last layer.
+
+Example:
+    >>> objective = channel("features.6", 12) - 1e-3 * total_variation()
+    >>> objective
+    Objective(channel(features.6, 12) - 0.001 * total_variation())
+    >>> sorted(objective.layers), objective.needs_output
+    (['features.6'], False)
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from seethrough.errors import InputError
+
+Units = int | Sequence[int]
+
+
+@dataclass
+class Evaluation:
+    """What an objective may read: traced activations, the model output, the image itself."""
+
+    activations: dict[str, torch.Tensor]
+    output: torch.Tensor | None
+    image: torch.Tensor  # (N, 3, H, W) in [0, 1], before the robustness transforms
+
+    @property
+    def batch(self) -> int:
+        return self.image.shape[0]
+
+    def activation(self, layer: str) -> torch.Tensor:
+        return self.activations[layer]
+
+    def logits(self) -> torch.Tensor:
+        if self.output is None:
+            raise InputError("this objective needs the model output, which was not computed")
+        if self.output.dim() != 2:
+            raise InputError(f"class objectives need (N, classes) logits, got {tuple(self.output.shape)}")
+        return self.output
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A function of an ``Evaluation`` returning ``(N,)`` values to maximize.
+
+    Combine with ``+``, ``-``, ``*`` and ``/`` by scalars, and ``+``/``-`` with each other.
+    """
+
+    function: Callable[[Evaluation], torch.Tensor]
+    description: str
+    layers: frozenset[str] = field(default_factory=frozenset)
+    needs_output: bool = False
+    batch_size: int | None = None  # the batch a per-item objective was written for
+
+    def __call__(self, evaluation: Evaluation) -> torch.Tensor:
+        value = self.function(evaluation)
+        if value.dim() == 0:
+            value = value.expand(evaluation.batch)
+        return value
+
+    def __repr__(self) -> str:
+        return f"Objective({self.description})"
+
+    def _join(self, other: Objective, sign: float, symbol: str) -> Objective:
+        if isinstance(other, (int, float)):
+            other = constant(other)
+        if not isinstance(other, Objective):
+            return NotImplemented
+        first, second = self, other
+        sizes = {s for s in (first.batch_size, second.batch_size) if s is not None}
+        if len(sizes) > 1:
+            raise InputError(f"objectives written for different batch sizes {sorted(sizes)} cannot be combined")
+        return Objective(
+            lambda e: first(e) + sign * second(e),
+            f"{first.description} {symbol} {_wrap(second.description)}",
+            first.layers | second.layers,
+            first.needs_output or second.needs_output,
+            next(iter(sizes), None),
+        )
+
+    def __add__(self, other):
+        return self._join(other, 1.0, "+")
+
+    def __radd__(self, other):
+        if other == 0:  # sum([...])
+            return self
+        return constant(other)._join(self, 1.0, "+")
+
+    def __sub__(self, other):
+        return self._join(other, -1.0, "-")
+
+    def __rsub__(self, other):
+        return constant(other)._join(self, -1.0, "-")
+
+    def __neg__(self):
+        return self * -1.0
+
+    def __mul__(self, factor):
+        if isinstance(factor, Objective):
+            raise InputError("multiply objectives by numbers; a product of two objectives is not supported")
+        if not isinstance(factor, (int, float)):
+            return NotImplemented
+        inner = self
+        description = f"-{_wrap(inner.description)}" if factor == -1 else f"{factor:g} * {_wrap(inner.description)}"
+        return Objective(lambda e: factor * inner(e), description, inner.layers,
+                         inner.needs_output, inner.batch_size)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, divisor):
+        if not isinstance(divisor, (int, float)):
+            return NotImplemented
+        return self * (1.0 / divisor)
+
+
+def _wrap(text: str) -> str:
+    return f"({text})" if (" + " in text or " - " in text) else text
+
+
+def constant(value: float) -> Objective:
+    """A constant (lets ``2 + objective`` and ``sum(objectives)`` work)."""
+    return Objective(lambda e: torch.full((e.batch,), float(value), device=e.image.device), f"{value:g}")
+
+
+def _per_item(units: Units, batch: int | None, name: str) -> tuple[torch.Tensor | int, int | None]:
+    """Normalize a unit argument: an int for every item, or a list with one unit per item."""
+    if isinstance(units, int):
+        return units, None
+    units = list(units)
+    if not units or not all(isinstance(u, int) for u in units):
+        raise InputError(f"{name}: give one int, or a list with one int per batch item")
+    if batch is not None:
+        raise InputError(f"{name}: use either a list of units (one per item) or batch=, not both")
+    return torch.tensor(units), len(units)
+
+
+def _select(value: torch.Tensor, batch: int | None, n_items: int | None, name: str) -> torch.Tensor:
+    if n_items is not None and value.shape[0] != n_items:
+        raise InputError(f"{name} lists {n_items} units (one per item) but the batch has {value.shape[0]}")
+    if batch is None:
+        return value
+    if not 0 <= batch < value.shape[0]:
+        raise InputError(f"{name}: batch={batch} is outside a batch of {value.shape[0]}")
+    mask = torch.zeros_like(value)
+    mask[batch] = 1.0
+    return value * mask
+
+
+def _channels(activation: torch.Tensor, units) -> torch.Tensor:
+    """(N, C, ...) -> (N, ...) for a unit per item (tensor) or the same unit (int)."""
+    if activation.dim() == 3:  # (N, tokens, features): a transformer
+        activation = activation.transpose(1, 2)
+    if isinstance(units, int):
+        if not 0 <= units < activation.shape[1]:
+            raise InputError(f"unit {units} is outside the layer's {activation.shape[1]} channels")
+        return activation[:, units]
+    if units.max() >= activation.shape[1] or units.min() < 0:
+        raise InputError(f"units {units.tolist()} go outside the layer's {activation.shape[1]} channels")
+    return activation[torch.arange(activation.shape[0], device=activation.device), units.to(activation.device)]
+
+
+def _label(units) -> str:
+    return str(units) if isinstance(units, int) else f"[{', '.join(map(str, units.tolist()))}]"
+
+
+def channel(layer: str, units: Units, *, batch: int | None = None) -> Objective:
+    """Mean activation of one channel over all positions (Lucid's ``channel``)."""
+    units, n_items = _per_item(units, batch, "channel")
+
+    def function(e: Evaluation) -> torch.Tensor:
+        values = _channels(e.activation(layer), units)
+        values = values.flatten(1).mean(1) if values.dim() > 1 else values
+        return _select(values, batch, n_items, "channel")
+
+    return Objective(function, f"channel({layer}, {_label(units)})" + _batch_text(batch),
+                     frozenset([layer]), batch_size=n_items)
+
+
+def neuron(layer: str, units: Units, *, position: tuple[int, int] | None = None,
+           batch: int | None = None) -> Objective:
+    """One channel at one spatial position (default: the centre), as in Lucid's ``neuron``."""
+    units, n_items = _per_item(units, batch, "neuron")
+
+    def function(e: Evaluation) -> torch.Tensor:
+        values = _channels(e.activation(layer), units)
+        if values.dim() == 3:
+            y, x = position if position is not None else (values.shape[1] // 2, values.shape[2] // 2)
+            values = values[:, y, x]
+        elif values.dim() == 2:
+            values = values[:, position[0] if position is not None else values.shape[1] // 2]
+        return _select(values, batch, n_items, "neuron")
+
+    where = f", position={position}" if position is not None else ""
+    return Objective(function, f"neuron({layer}, {_label(units)}{where})" + _batch_text(batch),
+                     frozenset([layer]), batch_size=n_items)
+
+
+def layer(layer_name: str, *, batch: int | None = None) -> Objective:
+    """DeepDream's objective: the mean squared activation of a whole layer."""
+
+    def function(e: Evaluation) -> torch.Tensor:
+        values = e.activation(layer_name).pow(2).flatten(1).mean(1)
+        return _select(values, batch, None, "layer")
+
+    return Objective(function, f"layer({layer_name})" + _batch_text(batch), frozenset([layer_name]))
+
+
+def direction(layer_name: str, vector: torch.Tensor, *, cosine: bool = False,
+              batch: int | None = None) -> Objective:
+    """Activation along a direction in channel space, averaged over positions.
+
+    ``cosine=True`` uses the cosine similarity (Lucid's ``direction_cossim``) instead of the dot
+    product, so the picture cannot win by making every channel large.
+    """
+    vector = torch.as_tensor(vector, dtype=torch.float32).flatten()
+
+    def function(e: Evaluation) -> torch.Tensor:
+        activation = e.activation(layer_name)
+        if activation.dim() == 3:
+            activation = activation.transpose(1, 2)
+        if activation.shape[1] != vector.numel():
+            raise InputError(f"direction has {vector.numel()} entries, layer {layer_name} has "
+                             f"{activation.shape[1]} channels")
+        shape = (1, -1) + (1,) * (activation.dim() - 2)
+        v = vector.to(activation.device).view(shape)
+        if cosine:
+            values = F.cosine_similarity(activation, v.expand_as(activation), dim=1, eps=1e-8)
+        else:
+            values = (activation * v).sum(1)
+        values = values.flatten(1).mean(1) if values.dim() > 1 else values
+        return _select(values, batch, None, "direction")
+
+    kind = "direction_cosine" if cosine else "direction"
+    return Objective(function, f"{kind}({layer_name}, |v|={vector.norm():.3g})" + _batch_text(batch),
+                     frozenset([layer_name]))
+
+
+def class_logit(classes: Units, *, batch: int | None = None) -> Objective:
+    """The pre-softmax score of a class (one per item when a list)."""
+    classes, n_items = _per_item(classes, batch, "class_logit")
+
+    def function(e: Evaluation) -> torch.Tensor:
+        return _select(_channels(e.logits(), classes), batch, n_items, "class_logit")
+
+    return Objective(function, f"class_logit({_label(classes)})" + _batch_text(batch),
+                     needs_output=True, batch_size=n_items)
+
+
+def class_probability(classes: Units, *, batch: int | None = None) -> Objective:
+    """The softmax probability of a class: raising it also lowers every other class."""
+    classes, n_items = _per_item(classes, batch, "class_probability")
+
+    def function(e: Evaluation) -> torch.Tensor:
+        return _select(_channels(e.logits().softmax(1), classes), batch, n_items, "class_probability")
+
+    return Objective(function, f"class_probability({_label(classes)})" + _batch_text(batch),
+                     needs_output=True, batch_size=n_items)
+
+
+def gram(activation: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, C) Gram matrices normalized by the number of positions."""
+    flat = activation.flatten(2)
+    return flat @ flat.transpose(1, 2) / flat.shape[2]
+
+
+def diversity(layer_name: str) -> Objective:
+    """Lucid's diversity: minus the mean cosine similarity of each item's Gram matrix to the others'.
+
+    Item ``i`` gets ``-sum_{j != i} cos(G_i, G_j) / N``; the batch total is Lucid's value. Add it
+    (scaled, e.g. ``1e2 * diversity(...)`` as in the Distill article's examples) to a
+    per-unit objective to see several facets of one unit.
+    """
+
+    def function(e: Evaluation) -> torch.Tensor:
+        grams = F.normalize(gram(e.activation(layer_name)).flatten(1), dim=1)
+        similarity = grams @ grams.T
+        n = similarity.shape[0]
+        return -(similarity.sum(1) - similarity.diagonal()) / n
+
+    return Objective(function, f"diversity({layer_name})", frozenset([layer_name]))
+
+
+def interpolate(first: Objective, second: Objective) -> Objective:
+    """Item ``i`` of ``N`` maximizes ``(1 - t) * first + t * second`` with ``t = i / (N - 1)``."""
+
+    def function(e: Evaluation) -> torch.Tensor:
+        n = e.batch
+        t = torch.linspace(0.0, 1.0, n, device=e.image.device) if n > 1 else torch.zeros(1, device=e.image.device)
+        return (1 - t) * first(e) + t * second(e)
+
+    return Objective(function, f"interpolate({first.description}, {second.description})",
+                     first.layers | second.layers, first.needs_output or second.needs_output)
+
+
+# -- penalties on the image (subtract them) ---------------------------------------------------
+
+def l1(target: float = 0.5) -> Objective:
+    """Mean absolute distance of the pixels from ``target`` (grey)."""
+    return Objective(lambda e: (e.image - target).abs().flatten(1).mean(1), f"l1({target:g})")
+
+
+def l2(target: float = 0.5) -> Objective:
+    """Root mean square distance of the pixels from ``target`` (grey)."""
+    return Objective(lambda e: (e.image - target).pow(2).flatten(1).mean(1).add(1e-12).sqrt(),
+                     f"l2({target:g})")
+
+
+def total_variation(beta: float = 1.0) -> Objective:
+    """Mean of ``(dx^2 + dy^2)^(beta/2)`` over pixels (Mahendran & Vedaldi's TV^beta, beta=1: TV)."""
+
+    def function(e: Evaluation) -> torch.Tensor:
+        dx = e.image[..., :-1, 1:] - e.image[..., :-1, :-1]
+        dy = e.image[..., 1:, :-1] - e.image[..., :-1, :-1]
+        return (dx.pow(2) + dy.pow(2) + 1e-8).pow(beta / 2).flatten(1).mean(1)
+
+    return Objective(function, "total_variation()" if beta == 1 else f"total_variation(beta={beta:g})")
+
+
+def alpha_norm(alpha: float = 6.0, *, center: float = 0.5) -> Objective:
+    """Mean ``|x - center|^alpha`` (Mahendran & Vedaldi's alpha-norm prior, alpha = 6)."""
+    return Objective(lambda e: (e.image - center).abs().pow(alpha).flatten(1).mean(1),
+                     f"alpha_norm({alpha:g})")
+
+
+def blur(sigma: float = 0.5) -> Objective:
+    """Squared distance of the image from a blurred copy of itself (Lucid's
+    ``blur_input_each_step``): subtracting it pulls the image towards its own blur."""
+    radius = max(1, int(3 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-offsets.pow(2) / (2 * sigma ** 2))
+    kernel = kernel / kernel.sum()
+
+    def function(e: Evaluation) -> torch.Tensor:
+        image = e.image
+        k = kernel.to(image)
+        c = image.shape[1]
+        blurred = F.conv2d(F.pad(image, (radius,) * 4, mode="replicate"),
+                           k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        blurred = F.conv2d(blurred, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+        return 0.5 * (image - blurred.detach()).pow(2).flatten(1).sum(1)
+
+    return Objective(function, f"blur({sigma:g})")
+
+
+# -- losses for synthesis, as objectives (to maximize: they are negated) ----------------------
+
+def feature_match(layer_name: str, target: torch.Tensor) -> Objective:
+    """``-||phi(x) - phi_0||^2 / ||phi_0||^2`` (Mahendran & Vedaldi 2015, normalized L2 loss)."""
+    target = target.detach()
+    norm = target.flatten(1).pow(2).sum(1).clamp_min(1e-12)
+
+    def function(e: Evaluation) -> torch.Tensor:
+        activation = e.activation(layer_name)
+        goal = target.to(activation).expand_as(activation)
+        return -(activation - goal).flatten(1).pow(2).sum(1) / norm.to(activation)
+
+    return Objective(function, f"feature_match({layer_name})", frozenset([layer_name]))
+
+
+def gram_match(layer_name: str, target_gram: torch.Tensor) -> Objective:
+    """``-||G(x) - G_0||^2 / ||G_0||^2`` at one layer (Gatys et al. 2015, per-layer normalized)."""
+    target_gram = target_gram.detach()
+    norm = target_gram.flatten(1).pow(2).sum(1).clamp_min(1e-12)
+
+    def function(e: Evaluation) -> torch.Tensor:
+        grams = gram(e.activation(layer_name))
+        goal = target_gram.to(grams).expand_as(grams)
+        return -(grams - goal).flatten(1).pow(2).sum(1) / norm.to(grams)
+
+    return Objective(function, f"gram_match({layer_name})", frozenset([layer_name]))
+
+
+def _batch_text(batch: int | None) -> str:
+    return "" if batch is None else f"[batch={batch}]"
+
+
+#: constructors by name, for the CLI and for listing
+OBJECTIVES = {
+    "neuron": neuron, "channel": channel, "layer": layer, "direction": direction,
+    "class_logit": class_logit, "class_probability": class_probability, "diversity": diversity,
+    "interpolate": interpolate, "l1": l1, "l2": l2, "total_variation": total_variation,
+    "alpha_norm": alpha_norm, "blur": blur, "feature_match": feature_match, "gram_match": gram_match,
+}

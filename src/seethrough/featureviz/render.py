@@ -1,0 +1,280 @@
+"""The optimization loop: parameterization -> transforms -> model -> objective -> optimizer step.
+
+``visualize(model, objective)`` is the one-call API; ``Renderer`` is the loop underneath for
+users who want their own (``with Renderer(...) as r: for _ in range(n): r.step()``), and ``Probe``
+evaluates an objective on any images (the synthesis methods use it with their own updates).
+
+While a ``Probe`` is open the model is in eval mode with ``requires_grad=False`` on its
+parameters (no parameter gradients are computed), and only the layers the objective reads are
+hooked; all of it is put back on exit, also after an error. Without a class objective the forward
+pass stops after the last hooked layer.
+
+Example:
+    >>> import torchvision
+    >>> from seethrough.featureviz import objectives as obj
+    >>> net = torchvision.models.resnet18(num_classes=10)
+    >>> result = visualize(net, obj.channel("layer2", [0, 1]), steps=4, size=32)
+    >>> result.images.shape, len(result.history)
+    (torch.Size([2, 3, 32, 32]), 4)
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from seethrough.errors import InputError
+from seethrough.featureviz.objectives import Evaluation, Objective
+from seethrough.featureviz.params import ImageParam
+from seethrough.featureviz.transforms import Transforms
+from seethrough.preserve import preserve
+from seethrough.relu_rules import relu_backward
+from seethrough.trace import StopForward, Trace
+
+
+def redirected_rule(grad: torch.Tensor, x: torch.Tensor, passes: torch.Tensor) -> torch.Tensor:
+    """Lucid's redirected ReLU gradient, for the loss ``-objective`` that the optimizer lowers.
+
+    Where the ordinary gradient of an item is all zero (a dead unit), let the gradient through
+    wherever it would move the input back towards the linear region (up when below 0, down when
+    above a ReLU6's 6); elsewhere keep the ordinary gradient.
+    """
+    ordinary = grad * passes
+    below = x <= 0
+    above = (passes == 0) & ~below
+    redirected = grad * ((passes > 0) | (below & (grad < 0)) | (above & (grad > 0))).to(grad.dtype)
+    if grad.dim() == 0:
+        return ordinary
+    dead = ordinary.flatten(1).norm(dim=1) < 1e-6 if grad.dim() > 1 else ordinary.abs() < 1e-6
+    dead = dead.view((-1,) + (1,) * (grad.dim() - 1))
+    return torch.where(dead, redirected, ordinary)
+
+
+class Probe:
+    """Evaluate an objective on images: hooks only its layers, stops the forward when it can.
+
+    Use as a context manager (hooks and model state are held for the block and restored after),
+    then call ``probe(images, model_input=None)`` -> ``(N,)`` objective values.
+    """
+
+    def __init__(self, model: nn.Module, objective: Objective):
+        if not isinstance(objective, Objective):
+            raise InputError(f"objective must be an Objective (see seethrough.objectives), not "
+                             f"{type(objective).__name__}")
+        self.model = model
+        self.objective = objective
+        self.layers = sorted(objective.layers)
+        self._activations: dict[str, torch.Tensor] = {}
+        self._stack: ExitStack | None = None
+        self._trace: Trace | None = None
+
+    def _recorder(self, layer: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        keep_going = self.objective.needs_output
+
+        def record(output: torch.Tensor) -> torch.Tensor:
+            self._activations[layer] = output
+            # the forward goes on: later in-place ops must not change what we read
+            return output.clone() if keep_going else output
+
+        return record
+
+    def __enter__(self) -> Probe:
+        stack = ExitStack()
+        try:
+            stack.enter_context(preserve(self.model))
+            self.model.eval().requires_grad_(False)
+            if self.layers:
+                self._trace = stack.enter_context(Trace(
+                    self.model, self.layers, retain_output=False,
+                    edit={layer: self._recorder(layer) for layer in self.layers},
+                    stop=not self.objective.needs_output,
+                ))
+        except BaseException:
+            stack.close()
+            raise
+        self._stack = stack
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._activations.clear()
+        self._trace = None
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()
+
+    def evaluation(self, images: torch.Tensor, model_input: torch.Tensor | None = None) -> Evaluation:
+        """Run the model on ``model_input`` (default ``images``); objectives read ``images``."""
+        if self._stack is None:
+            raise InputError("use the Probe as a context manager: `with Probe(model, objective) as p:`")
+        self._activations.clear()
+        if self._trace is not None:
+            for record in self._trace:
+                record.calls = 0
+        output = None
+        if self.layers or self.objective.needs_output:
+            try:
+                output = self.model(images if model_input is None else model_input)
+            except StopForward:
+                output = None
+        missing = [layer for layer in self.layers if layer not in self._activations]
+        if missing:
+            raise InputError(f"layers {missing} did not run in the forward pass")
+        return Evaluation({layer: self._activations[layer] for layer in self.layers},
+                          output if self.objective.needs_output else None, images)
+
+    def __call__(self, images: torch.Tensor, model_input: torch.Tensor | None = None) -> torch.Tensor:
+        return self.objective(self.evaluation(images, model_input))
+
+
+@dataclass
+class Visualization:
+    """Rendered images (N, 3, H, W) in [0, 1], the objective per step (steps, N), and settings."""
+
+    images: torch.Tensor
+    history: list[list[float]] = field(default_factory=list)
+    objective: str = ""
+    settings: dict = field(default_factory=dict)
+
+    def final_values(self) -> list[float]:
+        return self.history[-1] if self.history else []
+
+    def save(self, directory, prefix: str = "image") -> list:
+        """Write one PNG per item (atomically); return the paths."""
+        from pathlib import Path
+
+        from seethrough.featureviz.report import save_png
+
+        directory = Path(directory)
+        return [save_png(image, directory / f"{prefix}_{i:03d}.png") for i, image in enumerate(self.images)]
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _default_size(model: nn.Module) -> int:
+    size = getattr(model, "input_size", None)
+    return int(size[-1]) if size else 224
+
+
+class Renderer:
+    """The step-level loop of ``visualize``; a context manager holding hooks for its lifetime.
+
+    Example:
+        >>> import torchvision
+        >>> from seethrough.featureviz import objectives as obj
+        >>> net = torchvision.models.resnet18(num_classes=10)
+        >>> with Renderer(net, obj.channel("layer1", 3), size=32) as renderer:
+        ...     values = [renderer.step() for _ in range(3)]
+        >>> renderer.images().shape
+        torch.Size([1, 3, 32, 32])
+    """
+
+    def __init__(self, model: nn.Module, objective: Objective, *, size: int | tuple[int, int] | None = None,
+                 batch: int | None = None, seed: int = 0, param: str | ImageParam = "fourier",
+                 decorrelate: bool = True, color_sqrt: torch.Tensor | None = None,
+                 transforms="standard", lr: float = 0.05, optimizer=torch.optim.Adam,
+                 redirect_relu_steps: int = 16, init: torch.Tensor | None = None):
+        if not isinstance(model, nn.Module):
+            raise InputError(f"model must be an nn.Module, not {type(model).__name__}")
+        if batch is None:
+            batch = objective.batch_size or (init.shape[0] if init is not None else 1)
+        if objective.batch_size is not None and batch != objective.batch_size:
+            raise InputError(f"the objective has one unit per item for {objective.batch_size} items "
+                             f"but batch={batch}")
+        device = _model_device(model)
+        if isinstance(param, ImageParam):
+            self.param = param
+        else:
+            size = size or (init.shape[-2:] if init is not None else _default_size(model))
+            height, width = (size, size) if isinstance(size, int) else tuple(size)
+            self.param = ImageParam((batch, 3, height, width), kind=param, decorrelate=decorrelate,
+                                    color_sqrt=color_sqrt, seed=seed, device=device)
+        if init is not None:
+            self.param.set_image(init)
+        self.model = model
+        self.objective = objective
+        self.transforms = Transforms.preset(transforms)
+        self.optimizer = optimizer(self.param.parameters(), lr=lr)
+        self.redirect_relu_steps = redirect_relu_steps
+        self.generator = torch.Generator().manual_seed(seed)
+        self.probe = Probe(model, objective)
+        self.history: list[list[float]] = []
+
+    def __enter__(self) -> Renderer:
+        self.probe.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.probe.__exit__(*exc)
+
+    def step(self) -> torch.Tensor:
+        """One optimizer step; returns the objective per item (before the step)."""
+        images = self.param()
+        model_input = self.transforms(images, self.generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        if len(self.history) < self.redirect_relu_steps:
+            with relu_backward(redirected_rule):
+                values = self.probe(images, model_input)
+                (-values.sum()).backward()
+        else:
+            values = self.probe(images, model_input)
+            (-values.sum()).backward()
+        if not torch.isfinite(values).all():
+            raise InputError("the objective became NaN or infinite; lower lr or check the objective")
+        self.optimizer.step()
+        values = values.detach()
+        self.history.append(values.tolist())
+        return values
+
+    @torch.no_grad()
+    def images(self) -> torch.Tensor:
+        return self.param().detach()
+
+
+def render_step(renderer: Renderer) -> torch.Tensor:
+    """One step of ``renderer`` (same as ``renderer.step()``), for functional-style loops."""
+    return renderer.step()
+
+
+def visualize(model: nn.Module, objective: Objective, *, steps: int = 256,
+              size: int | tuple[int, int] | None = None, batch: int | None = None, seed: int = 0,
+              param: str = "fourier", decorrelate: bool = True, color_sqrt: torch.Tensor | None = None,
+              transforms="standard", lr: float = 0.05, optimizer=torch.optim.Adam,
+              redirect_relu_steps: int = 16, progress: bool = False) -> Visualization:
+    """Render images that maximize ``objective`` (Lucid's ``render_vis``, Olah et al. 2017).
+
+    Args:
+        model: any image model taking [0, 1] images (e.g. from ``load_model``).
+        objective: what to maximize (``seethrough.objectives``).
+        steps: optimizer steps (Lucid: 512; 256 is usually enough with these regularizers).
+        size: image height and width (default: the model's ``input_size``, or 224).
+        batch: images at once (default: the objective's per-item units, else 1).
+        seed: seeds the start and the random transforms: the result is deterministic.
+        param, decorrelate, color_sqrt: see ``seethrough.featureviz.params``.
+        transforms: a preset name (``"standard"`` = Lucid's, ``"distill"``, ``"jitter"``,
+            ``"none"``) or a list of steps; see ``seethrough.featureviz.transforms``.
+        lr, optimizer: Lucid's defaults (Adam, 0.05).
+        redirect_relu_steps: use Lucid's redirected ReLU gradient for this many first steps,
+            so units that start dead still get a gradient (0 to turn off).
+        progress: show a tqdm bar.
+    """
+    from tqdm.auto import tqdm
+
+    if steps < 1:
+        raise InputError("steps must be at least 1")
+    renderer = Renderer(model, objective, size=size, batch=batch, seed=seed, param=param,
+                        decorrelate=decorrelate, color_sqrt=color_sqrt, transforms=transforms, lr=lr,
+                        optimizer=optimizer, redirect_relu_steps=redirect_relu_steps)
+    with renderer:
+        for _ in tqdm(range(steps), desc="visualize", disable=not progress, leave=False):
+            renderer.step()
+    settings = {"steps": steps, "size": tuple(renderer.param.shape[-2:]), "param": param,
+                "decorrelate": decorrelate, "transforms": transforms if isinstance(transforms, str) else "custom",
+                "lr": lr, "seed": seed}
+    return Visualization(renderer.images(), renderer.history, objective.description, settings)
