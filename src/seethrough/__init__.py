@@ -28,6 +28,7 @@ _EXPORTS = {
     "LayerNotFoundError": "seethrough.errors",
     "InputError": "seethrough.errors",
     "WeightsError": "seethrough.errors",
+    "attribute": "seethrough.attribution",
     "evaluate": "seethrough.evaluate",
 }
 
