@@ -1,0 +1,13 @@
+"""Network Dissection: which concept does each unit detect, and are concepts held by units?
+
+Example:
+    >>> from seethrough.dissect import dissect, QuantileSketch, IoUCounter   # doctest: +SKIP
+"""
+from seethrough.dissect.counts import IoUCounter, TopImages
+from seethrough.dissect.labels import LabelBatch, Vocabulary
+from seethrough.dissect.quantile import QuantileSketch
+from seethrough.dissect.result import Dissection, LayerDissection
+from seethrough.dissect.run import dissect, layer_activations, unit_masks
+
+__all__ = ["dissect", "Dissection", "LayerDissection", "QuantileSketch", "IoUCounter",
+           "TopImages", "Vocabulary", "LabelBatch", "layer_activations", "unit_masks"]

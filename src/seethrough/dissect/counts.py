@@ -1,0 +1,152 @@
+"""Dataset-wide counts for Network Dissection, as mergeable statistics.
+
+``IoUCounter`` accumulates, per unit k and concept c, the intersection ``sum |M_k & L_c|``, the
+label areas ``sum |L_c|`` and the mask areas that enter the union under two rules:
+
+* ``"paper"`` (Bau et al. 2017): a unit's mask counts in every image annotated with the
+  concept's category.
+* ``"netdissect_lite"``: a unit's mask counts only in images where some label of the category
+  lies under the mask (NetDissect-Lite's ``tally_units_cat``); image-level labels count as
+  covering the whole image.
+
+``TopImages`` keeps, per unit, the images with the largest maximum activation.
+
+Example:
+    >>> import torch
+    >>> from seethrough.dissect.labels import Vocabulary, LabelBatch
+    >>> vocab = Vocabulary({"colour": ["none", "red"]})
+    >>> counter = IoUCounter(units=1, vocabulary=vocab)
+    >>> masks = torch.ones(1, 1, 2, 2, dtype=torch.bool)
+    >>> labels = LabelBatch(pixel=torch.tensor([[[[1, 1], [0, 0]]]]), image=torch.zeros(1, 1).long())
+    >>> counter.update(masks, labels)
+    >>> counter.iou()[0, 1].item()
+    0.5
+"""
+from __future__ import annotations
+
+import torch
+
+from seethrough.dissect.labels import LabelBatch, Vocabulary
+from seethrough.errors import InputError
+
+RULES = ("paper", "netdissect_lite")
+
+
+class IoUCounter:
+    """Intersection and union counts of unit masks against concept labels."""
+
+    def __init__(self, units: int, vocabulary: Vocabulary, *, device="cpu"):
+        self.units, self.vocabulary = int(units), vocabulary
+        concepts, categories = len(vocabulary), len(vocabulary.categories)
+        zeros = lambda *shape: torch.zeros(*shape, dtype=torch.float64, device=device)  # noqa: E731
+        self.intersection = zeros(units, concepts)
+        self.label_area = zeros(concepts)
+        self.mask_area = {"paper": zeros(units, categories), "netdissect_lite": zeros(units, categories)}
+        self.images = 0
+
+    def update(self, masks: torch.Tensor, labels: LabelBatch) -> None:
+        """Add a batch: boolean ``masks`` (N, units, H, W) at the labels' resolution."""
+        n, units, height, width = masks.shape
+        if units != self.units or (height, width) != labels.size:
+            raise InputError(f"masks {tuple(masks.shape)} do not fit {self.units} units and "
+                             f"labels of size {labels.size}")
+        device, concepts = self.intersection.device, len(self.vocabulary)
+        categories = len(self.vocabulary.categories)
+        category_of = self.vocabulary.category_of.to(device)
+        flat = masks.reshape(n, units, -1).to(device, torch.float32)  # (N, K, P)
+        area = flat.sum(2)  # (N, K)
+        pixel = labels.pixel.to(device).reshape(n, labels.pixel.shape[1], -1)  # (N, L, P)
+        image = labels.image.to(device)
+        # intersections: rows of (N*P, K) masks added into the row of their pixel's concept
+        by_pixel = flat.permute(0, 2, 1).reshape(-1, units)
+        intersection = torch.zeros(concepts, units, dtype=torch.float32, device=device)
+        for layer in range(pixel.shape[1]):
+            intersection.index_add_(0, pixel[:, layer].reshape(-1), by_pixel)
+        for column in range(image.shape[1]):
+            intersection.index_add_(0, image[:, column], area)
+        intersection[0] = 0
+        self.intersection += intersection.T.double()
+        # label areas
+        label_area = torch.bincount(pixel.reshape(-1), minlength=concepts).double()
+        label_area += torch.bincount(image.reshape(-1), minlength=concepts).double() * (
+            height * width)
+        label_area[0] = 0
+        self.label_area += label_area
+        # which images are annotated with each category (paper) / have it under the mask (lite)
+        cat_pixel = torch.where(pixel > 0, category_of[pixel], -1)  # (N, L, P)
+        annotated = torch.zeros(n, categories, dtype=torch.bool, device=device)
+        under = torch.zeros(n, units, categories, dtype=torch.bool, device=device)
+        for c in range(categories):
+            has = (cat_pixel == c).any(1).float()  # (N, P)
+            in_image = torch.where(image > 0, category_of[image], -1).eq(c).any(1)
+            annotated[:, c] = has.any(1) | in_image
+            under[:, :, c] = (torch.bmm(flat, has[:, :, None])[:, :, 0] > 0) | in_image[:, None]
+        self.mask_area["paper"] += (area.T.double() @ annotated.double())
+        self.mask_area["netdissect_lite"] += torch.einsum("nk,nkc->kc", area.double(),
+                                                          under.double())
+        self.images += n
+
+    def union(self, rule: str = "paper") -> torch.Tensor:
+        """(units, concepts) union counts under a counting rule (see module docstring)."""
+        if rule not in RULES:
+            raise InputError(f"union rule must be one of {RULES}, not {rule!r}")
+        index = self.vocabulary.category_of.clamp_min(0).to(self.intersection.device)
+        mask_area = self.mask_area[rule][:, index]
+        return mask_area + self.label_area[None] - self.intersection
+
+    def iou(self, rule: str = "paper") -> torch.Tensor:
+        """(units, concepts) IoU; column 0 (none) and empty unions are 0."""
+        union = self.union(rule)
+        iou = torch.where(union > 0, self.intersection / union.clamp_min(1e-12),
+                          torch.zeros_like(union))
+        iou[:, 0] = 0
+        return iou
+
+    def merge(self, other: IoUCounter) -> IoUCounter:
+        self.intersection += other.intersection
+        self.label_area += other.label_area
+        for rule in RULES:
+            self.mask_area[rule] += other.mask_area[rule]
+        self.images += other.images
+        return self
+
+    def state_dict(self) -> dict:
+        return {"intersection": self.intersection.clone(), "label_area": self.label_area.clone(),
+                "mask_area": {k: v.clone() for k, v in self.mask_area.items()},
+                "images": self.images}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.intersection = state["intersection"].clone()
+        self.label_area = state["label_area"].clone()
+        self.mask_area = {k: v.clone() for k, v in state["mask_area"].items()}
+        self.images = int(state["images"])
+
+
+class TopImages:
+    """Per unit, the ``k`` images (dataset indices) with the largest maximum activation."""
+
+    def __init__(self, units: int, k: int = 8):
+        self.k = int(k)
+        self.values = torch.full((units, 0), float("-inf"))
+        self.indices = torch.zeros((units, 0), dtype=torch.long)
+
+    def update(self, maxima: torch.Tensor, indices: torch.Tensor) -> None:
+        """``maxima`` (N, units) per-image maxima of images with dataset ``indices`` (N,)."""
+        values = torch.cat([self.values, maxima.detach().float().cpu().T], 1)
+        index = torch.cat([self.indices, indices.cpu()[None].expand(values.shape[0], -1)], 1)
+        order = values.argsort(dim=1, descending=True, stable=True)[:, : self.k]
+        self.values, self.indices = values.gather(1, order), index.gather(1, order)
+
+    def merge(self, other: TopImages) -> TopImages:
+        values = torch.cat([self.values, other.values], 1)
+        index = torch.cat([self.indices, other.indices], 1)
+        order = values.argsort(dim=1, descending=True, stable=True)[:, : self.k]
+        self.values, self.indices = values.gather(1, order), index.gather(1, order)
+        return self
+
+    def state_dict(self) -> dict:
+        return {"values": self.values.clone(), "indices": self.indices.clone(), "k": self.k}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.values, self.indices = state["values"].clone(), state["indices"].clone()
+        self.k = int(state["k"])

@@ -1,0 +1,116 @@
+"""Concept vocabularies and label batches: what a dataset with concept annotations provides.
+
+A concept dataset (ConceptWorld, ``BrodenDataset``) has ``categories = {category: [names]}`` with
+name 0 = "none", and samples ``{"image": (3, H, W), "masks": {category: (H, W) or (L, H, W)
+int labels}, <image-level category>: int or list of ints}``. Image-level categories (such as
+``scene``) are the categories that are keys of the sample itself; their label covers the whole
+image, as in the original Network Dissection.
+
+Concepts get one global index (0 = none) in category order, like Broden's ``label.csv``.
+
+Example:
+    >>> vocab = Vocabulary({"colour": ["none", "red", "blue"], "scene": ["none", "sky"]})
+    >>> vocab.names, vocab.category_of.tolist()
+    (['none', 'red', 'blue', 'sky'], [-1, 0, 0, 1])
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from seethrough.errors import InputError
+
+
+class Vocabulary:
+    """Global concept indices for a dict of categories (each list starts with "none")."""
+
+    def __init__(self, categories: dict[str, list[str]]):
+        if not categories:
+            raise InputError("a concept dataset needs a non-empty `categories` dict")
+        self.categories = list(categories)
+        self.names = ["none"]
+        self.offsets = {}
+        category_of = [-1]
+        for index, (category, names) in enumerate(categories.items()):
+            self.offsets[category] = len(self.names) - 1  # value v>0 -> offset + v
+            self.names.extend(names[1:])
+            category_of.extend([index] * (len(names) - 1))
+        self.category_of = torch.tensor(category_of)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def category_name(self, concept: int) -> str:
+        return self.categories[int(self.category_of[concept])] if concept > 0 else "none"
+
+    def state(self) -> dict:
+        return {"categories": self.categories, "names": self.names,
+                "category_of": self.category_of.tolist()}
+
+
+@dataclass
+class LabelBatch:
+    """Labels of a batch as global concept indices (0 = none).
+
+    pixel: (N, L, H, W) int64 per-pixel labels (L label layers of all pixel categories)
+    image: (N, M) int64 image-level labels (0 padding)
+    """
+
+    pixel: torch.Tensor
+    image: torch.Tensor
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return tuple(self.pixel.shape[-2:])
+
+
+def _as_layers(value) -> torch.Tensor:
+    value = torch.as_tensor(value)
+    return value[None] if value.ndim == 2 else value
+
+
+def _as_list(value) -> list[int]:
+    if isinstance(value, torch.Tensor):
+        value = value.flatten().tolist()
+    elif isinstance(value, (int, float)):
+        value = [value]
+    return [int(v) for v in value if int(v) > 0]
+
+
+def image_level_categories(vocabulary: Vocabulary, sample: dict) -> list[str]:
+    """The categories that a sample labels per image (keys of the sample, not of its masks)."""
+    masks = sample.get("masks", {})
+    return [c for c in vocabulary.categories if c not in masks and c in sample]
+
+
+def collate(samples: list[dict], vocabulary: Vocabulary) -> tuple[torch.Tensor, LabelBatch]:
+    """Stack samples into images (N, 3, H, W) and a ``LabelBatch`` of global concept indices."""
+    if not samples:
+        raise InputError("an empty batch of samples")
+    images = torch.stack([torch.as_tensor(s["image"]).float() for s in samples])
+    pixel_categories = [c for c in vocabulary.categories if c in samples[0].get("masks", {})]
+    image_categories = image_level_categories(vocabulary, samples[0])
+    if not pixel_categories and not image_categories:
+        raise InputError("samples carry no labels of the dataset's categories "
+                         f"{vocabulary.categories}: expected sample['masks'][category]")
+    pixels, images_level = [], []
+    for sample in samples:
+        layers = []
+        for category in pixel_categories:
+            labels = _as_layers(sample["masks"][category]).long()
+            layers.append(torch.where(labels > 0, labels + vocabulary.offsets[category], 0))
+        pixels.append(torch.cat(layers) if layers else torch.zeros(0, 1, 1, dtype=torch.long))
+        images_level.append([v + vocabulary.offsets[c] for c in image_categories
+                             for v in _as_list(sample[c])])
+    depth = max(p.shape[0] for p in pixels)
+    pixel = torch.zeros(len(samples), depth, *pixels[0].shape[-2:], dtype=torch.long)
+    for n, p in enumerate(pixels):
+        if p.shape[-2:] != pixel.shape[-2:]:
+            raise InputError("label maps of one batch differ in size: resize them to one size")
+        pixel[n, : p.shape[0]] = p
+    width = max(1, max(len(v) for v in images_level))
+    image = torch.zeros(len(samples), width, dtype=torch.long)
+    for n, values in enumerate(images_level):
+        image[n, : len(values)] = torch.tensor(values, dtype=torch.long)
+    return images, LabelBatch(pixel=pixel, image=image)

@@ -1,0 +1,168 @@
+"""A streaming, exactly mergeable per-unit quantile sketch: fixed-bin histograms on a dyadic grid.
+
+Each unit keeps ``bins`` counts on the lattice of width ``w = 2**e``: bin ``j`` holds the values
+in ``[(offset + j) * w, (offset + j + 1) * w)``. When new values fall outside the covered range
+the width doubles (pairs of bins merge exactly) until the whole range seen fits. The width is
+always the smallest power of two for which ``floor(max / w) - floor(min / w) < bins``, so it
+depends only on the data seen, never on its order or on how it was split into shards: sketches
+of shards merge into exactly the sketch of one run.
+
+Error bound: a quantile read from the sketch is within one bin width ``w`` of the exact
+empirical quantile (``error_bound()``), and ``w <= 2 * (max - min) / (bins - 1)``. Memory is
+``units x bins`` counts whatever the number of values.
+
+Example:
+    >>> import torch
+    >>> values = torch.randn(10_000, 2, generator=torch.Generator().manual_seed(0))
+    >>> sketch = QuantileSketch(units=2)
+    >>> sketch.update(values)
+    >>> exact = torch.quantile(values.double(), 0.995, dim=0)
+    >>> bool(((sketch.upper_quantile(0.005) - exact).abs() <= sketch.error_bound()).all())
+    True
+"""
+from __future__ import annotations
+
+import torch
+
+from seethrough.errors import InputError
+
+_MIN_EXPONENT = -40  # finest bin width 2**-40: below float32 resolution for values near 1
+
+
+class QuantileSketch:
+    """Per-unit streaming quantiles with a bounded error; ``update``, ``merge``, ``state_dict``.
+
+    Args:
+        units: number of independent units (columns of the values passed to ``update``).
+        bins: histogram bins per unit (memory ``units * bins`` int64; error <= 2 span / bins).
+    """
+
+    def __init__(self, units: int, bins: int = 4096, *, device: torch.device | str = "cpu"):
+        if bins < 16:
+            raise InputError(f"a quantile sketch needs at least 16 bins, not {bins}")
+        self.units, self.bins = int(units), int(bins)
+        self.counts = torch.zeros(units, bins, dtype=torch.int64, device=device)
+        self.exponent = torch.full((units,), _MIN_EXPONENT, dtype=torch.int64, device=device)
+        self.offset = torch.zeros(units, dtype=torch.int64, device=device)
+        self.minimum = torch.full((units,), float("inf"), dtype=torch.float64, device=device)
+        self.maximum = torch.full((units,), float("-inf"), dtype=torch.float64, device=device)
+        self.total = 0
+
+    # -- grid -----------------------------------------------------------------------------------
+    def _fitting_exponent(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        """Smallest e >= current exponent with floor(high/2^e) - floor(low/2^e) < bins."""
+        span = (high - low).clamp_min(0)
+        guess = torch.ceil(torch.log2(span / (self.bins - 2) + 1e-300)).to(torch.int64)
+        exponent = torch.maximum(torch.maximum(guess, self.exponent), torch.tensor(_MIN_EXPONENT))
+        while True:
+            width = torch.pow(2.0, exponent.double())
+            too_wide = torch.floor(high / width) - torch.floor(low / width) >= self.bins
+            if not bool(too_wide.any()):
+                return exponent
+            exponent = exponent + too_wide.long()
+
+    def _regrid(self, exponent: torch.Tensor, low: torch.Tensor) -> None:
+        """Move the counts to the (coarser or equal) grid ``exponent`` starting at ``low``."""
+        width = torch.pow(2.0, exponent.double())
+        offset = torch.floor(low / width).to(torch.int64)
+        if torch.equal(exponent, self.exponent) and torch.equal(offset, self.offset):
+            return
+        shift = (exponent - self.exponent).clamp(0, 62)
+        positions = self.offset[:, None] + torch.arange(self.bins, device=self.counts.device)
+        target = (positions >> shift[:, None]) - offset[:, None]  # arithmetic shift = floor
+        keep = self.counts > 0
+        if bool(((target < 0) | (target >= self.bins))[keep].any()):
+            raise AssertionError("quantile sketch regrid lost counts (bug)")
+        target = target.clamp(0, self.bins - 1)
+        rows = torch.arange(self.units, device=self.counts.device)[:, None] * self.bins
+        counts = torch.zeros(self.units * self.bins, dtype=torch.int64, device=self.counts.device)
+        counts.index_add_(0, (rows + target).flatten(), self.counts.flatten())
+        self.counts = counts.view(self.units, self.bins)
+        self.exponent, self.offset = exponent, offset
+
+    # -- statistics -----------------------------------------------------------------------------
+    def update(self, values: torch.Tensor) -> None:
+        """Add values of shape ``(n, units)`` (any n; NaNs are an error)."""
+        if values.ndim != 2 or values.shape[1] != self.units:
+            raise InputError(f"QuantileSketch.update expects (n, {self.units}) values, got "
+                             f"{tuple(values.shape)}")
+        if values.shape[0] == 0:
+            return
+        x = values.detach().to(self.counts.device, torch.float64)
+        if bool(torch.isnan(x).any()):
+            raise InputError("activations contain NaN: check the model and its inputs")
+        self.minimum = torch.minimum(self.minimum, x.min(0).values)
+        self.maximum = torch.maximum(self.maximum, x.max(0).values)
+        self._regrid(self._fitting_exponent(self.minimum, self.maximum), self.minimum)
+        width = torch.pow(2.0, self.exponent.double())
+        index = (torch.floor(x / width) - self.offset).to(torch.int64).clamp_(0, self.bins - 1)
+        index += torch.arange(self.units, device=x.device) * self.bins
+        self.counts += torch.bincount(index.flatten(), minlength=self.units * self.bins).view(
+            self.units, self.bins)
+        self.total += x.shape[0]
+
+    def merge(self, other: QuantileSketch) -> QuantileSketch:
+        """Add another sketch's counts into this one (in place); returns ``self``."""
+        if (other.units, other.bins) != (self.units, self.bins):
+            raise InputError("can only merge quantile sketches with the same units and bins")
+        if other.total == 0:
+            return self
+        if self.total == 0:
+            self.load_state_dict(other.state_dict())
+            return self
+        low = torch.minimum(self.minimum, other.minimum)
+        high = torch.maximum(self.maximum, other.maximum)
+        exponent = torch.maximum(self._fitting_exponent(low, high), other.exponent)
+        self._regrid(exponent, low)
+        moved = QuantileSketch(self.units, self.bins, device=self.counts.device)
+        moved.load_state_dict(other.state_dict())
+        moved._regrid(exponent, low)
+        self.counts += moved.counts
+        self.minimum, self.maximum, self.total = low, high, self.total + other.total
+        return self
+
+    def quantile(self, q: float) -> torch.Tensor:
+        """Per-unit value ``t`` with a fraction ``q`` of the values below it (float64, (units,))."""
+        return self.upper_quantile(1.0 - q)
+
+    def upper_quantile(self, q: float) -> torch.Tensor:
+        """Per-unit ``T`` with a fraction ``q`` of the values above it: P(a > T) = q.
+
+        Within a bin the values are taken as uniformly spread (linear interpolation), so the
+        answer is within ``error_bound()`` of the exact empirical quantile.
+        """
+        if not 0.0 <= q <= 1.0:
+            raise InputError(f"a quantile is in [0, 1], not {q}")
+        if self.total == 0:
+            raise InputError("the quantile sketch saw no values: is the dataset empty?")
+        rank = q * self.total
+        above = self.counts.flip(1).cumsum(1).flip(1).double()  # count in bins j.. top
+        above_next = torch.cat([above[:, 1:], torch.zeros_like(above[:, :1])], 1)
+        # the bin where the count from the top first reaches the rank
+        j = ((above >= rank).sum(1) - 1).clamp_min(0)  # above is non-increasing in j
+        rows = torch.arange(self.units, device=j.device)
+        in_bin = self.counts[rows, j].double().clamp_min(1)
+        width = torch.pow(2.0, self.exponent.double())
+        top_edge = (self.offset + j + 1).double() * width
+        value = top_edge - width * (rank - above_next[rows, j]).clamp(0) / in_bin
+        return torch.minimum(torch.maximum(value, self.minimum), self.maximum)
+
+    def error_bound(self) -> torch.Tensor:
+        """Per-unit bound on the error of any quantile: the bin width."""
+        return torch.pow(2.0, self.exponent.double())
+
+    def state_dict(self) -> dict:
+        return {"counts": self.counts.clone(), "exponent": self.exponent.clone(),
+                "offset": self.offset.clone(), "minimum": self.minimum.clone(),
+                "maximum": self.maximum.clone(), "total": self.total, "bins": self.bins}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["counts"].shape != (self.units, self.bins):
+            raise InputError("quantile sketch state has the wrong number of units or bins")
+        device = self.counts.device
+        self.counts = state["counts"].clone().to(device)
+        self.exponent = state["exponent"].clone().to(device)
+        self.offset = state["offset"].clone().to(device)
+        self.minimum = state["minimum"].clone().to(device)
+        self.maximum = state["maximum"].clone().to(device)
+        self.total = int(state["total"])

@@ -1,0 +1,126 @@
+"""The result of a dissection: per layer and unit the best concept, its IoU and the threshold.
+
+Example:
+    >>> result = dissect(model, ["features.6"], ConceptWorld("val", length=200))  # doctest: +SKIP
+    >>> result.to_frame().head()                                                # doctest: +SKIP
+    >>> result.unique_detectors()                                               # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from seethrough.dissect.counts import IoUCounter, TopImages
+from seethrough.dissect.labels import Vocabulary
+
+
+@dataclass
+class LayerDissection:
+    """One layer: thresholds (K,), the IoU counts, and the top-activating images per unit."""
+
+    name: str
+    thresholds: torch.Tensor
+    counter: IoUCounter
+    top: TopImages
+    label_size: tuple[int, int] = (0, 0)
+
+    @property
+    def units(self) -> int:
+        return len(self.thresholds)
+
+
+@dataclass
+class Dissection:
+    """Network Dissection of several layers; ``union`` picks the counting rule of the IoU."""
+
+    layers: dict[str, LayerDissection]
+    vocabulary: Vocabulary
+    iou_threshold: float = 0.04
+    union: str = "paper"
+    options: dict = field(default_factory=dict)
+
+    def iou(self, layer: str) -> torch.Tensor:
+        """(units, concepts) IoU of a layer under this result's union rule."""
+        return self.layers[layer].counter.iou(self.union)
+
+    def best(self, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per unit the best concept (global index) and its IoU."""
+        iou = self.iou(layer)
+        values, concepts = iou.max(1)
+        return concepts, values
+
+    def to_frame(self):
+        """One row per unit: layer, unit, concept, category, iou, threshold, detector."""
+        import pandas as pd
+
+        rows = []
+        for name, layer in self.layers.items():
+            concepts, values = self.best(name)
+            for unit in range(layer.units):
+                concept = int(concepts[unit])
+                rows.append({
+                    "layer": name, "unit": unit, "concept": self.vocabulary.names[concept],
+                    "category": self.vocabulary.category_name(concept),
+                    "iou": float(values[unit]), "threshold": float(layer.thresholds[unit]),
+                    "detector": bool(values[unit] > self.iou_threshold),
+                })
+        return pd.DataFrame(rows)
+
+    def unique_detectors(self):
+        """Per layer and category, the number of distinct concepts that have a detector unit."""
+        import pandas as pd
+
+        frame = self.to_frame()
+        detectors = frame[frame.detector]
+        rows = []
+        for name in self.layers:
+            here = detectors[detectors.layer == name]
+            for category in self.vocabulary.categories:
+                rows.append({"layer": name, "category": category,
+                             "unique_detectors": here[here.category == category].concept.nunique(),
+                             "detector_units": int((here.category == category).sum())})
+        return pd.DataFrame(rows)
+
+    def state_dict(self) -> dict:
+        return {
+            "vocabulary": dict(zip(self.vocabulary.categories, self._category_names())),
+            "iou_threshold": self.iou_threshold, "union": self.union, "options": self.options,
+            "layers": {name: {"thresholds": layer.thresholds, "counter": layer.counter.state_dict(),
+                              "top": layer.top.state_dict(), "label_size": layer.label_size}
+                       for name, layer in self.layers.items()},
+        }
+
+    def _category_names(self) -> list[list[str]]:
+        names = []
+        for index, _ in enumerate(self.vocabulary.categories):
+            members = [n for n, c in zip(self.vocabulary.names, self.vocabulary.category_of) if c == index]
+            names.append(["none", *members])
+        return names
+
+    def save(self, path: str | Path) -> Path:
+        """Write the result with ``torch.save`` atomically; read back with ``Dissection.load``."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        os.close(fd)
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Dissection:
+        state = torch.load(path, weights_only=False)
+        vocabulary = Vocabulary(state["vocabulary"])
+        layers = {}
+        for name, item in state["layers"].items():
+            counter = IoUCounter(len(item["thresholds"]), vocabulary)
+            counter.load_state_dict(item["counter"])
+            top = TopImages(len(item["thresholds"]))
+            top.load_state_dict(item["top"])
+            layers[name] = LayerDissection(name, item["thresholds"], counter, top,
+                                           tuple(item["label_size"]))
+        return cls(layers, vocabulary, state["iou_threshold"], state["union"], state["options"])
