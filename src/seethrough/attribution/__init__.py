@@ -16,7 +16,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from seethrough.attribution import cams, gradients  # noqa: F401  (fill the registry)
+from seethrough.attribution import (  # noqa: F401  (each module adds its methods to METHODS)
+    cams,
+    gradients,
+    optimized_masks,
+    perturbation,
+    scorecam,
+    smoothgrad,
+)
 from seethrough.attribution.layers import default_layer
 from seethrough.attribution.registry import METHODS, register
 from seethrough.attribution.result import Attribution
