@@ -46,6 +46,7 @@ class QuantileSketch:
         self.offset = torch.zeros(units, dtype=torch.int64, device=device)
         self.minimum = torch.full((units,), float("inf"), dtype=torch.float64, device=device)
         self.maximum = torch.full((units,), float("-inf"), dtype=torch.float64, device=device)
+        self.zeros = torch.zeros(units, dtype=torch.int64, device=device)  # exact 0s (ReLU)
         self.total = 0
 
     # -- grid -----------------------------------------------------------------------------------
@@ -93,6 +94,7 @@ class QuantileSketch:
             raise InputError("activations contain NaN: check the model and its inputs")
         self.minimum = torch.minimum(self.minimum, x.min(0).values)
         self.maximum = torch.maximum(self.maximum, x.max(0).values)
+        self.zeros += (x == 0).sum(0)
         self._regrid(self._fitting_exponent(self.minimum, self.maximum), self.minimum)
         width = torch.pow(2.0, self.exponent.double())
         index = (torch.floor(x / width) - self.offset).to(torch.int64).clamp_(0, self.bins - 1)
@@ -119,6 +121,7 @@ class QuantileSketch:
         moved._regrid(exponent, low)
         self.counts += moved.counts
         self.minimum, self.maximum, self.total = low, high, self.total + other.total
+        self.zeros += other.zeros
         return self
 
     def quantile(self, q: float) -> torch.Tensor:
@@ -128,8 +131,9 @@ class QuantileSketch:
     def upper_quantile(self, q: float) -> torch.Tensor:
         """Per-unit ``T`` with a fraction ``q`` of the values above it: P(a > T) = q.
 
-        Within a bin the values are taken as uniformly spread (linear interpolation), so the
-        answer is within ``error_bound()`` of the exact empirical quantile.
+        Within a bin the values are taken as uniformly spread (linear interpolation), except
+        exact zeros, a point mass after a ReLU: the answer is within ``error_bound()`` of the
+        exact empirical quantile, and exactly 0 when at most ``q`` of the values are above 0.
         """
         if not 0.0 <= q <= 1.0:
             raise InputError(f"a quantile is in [0, 1], not {q}")
@@ -141,10 +145,13 @@ class QuantileSketch:
         # the bin where the count from the top first reaches the rank
         j = ((above >= rank).sum(1) - 1).clamp_min(0)  # above is non-increasing in j
         rows = torch.arange(self.units, device=j.device)
-        in_bin = self.counts[rows, j].double().clamp_min(1)
         width = torch.pow(2.0, self.exponent.double())
+        holds_zero = (self.offset + j) == 0  # bins are aligned: 0 is always a lower edge
+        in_bin = self.counts[rows, j].double() - torch.where(holds_zero, self.zeros.double(), 0.0)
+        needed = (rank - above_next[rows, j]).clamp(0)
         top_edge = (self.offset + j + 1).double() * width
-        value = top_edge - width * (rank - above_next[rows, j]).clamp(0) / in_bin
+        value = top_edge - width * needed / in_bin.clamp_min(1)
+        value = torch.where(holds_zero & (needed >= in_bin), torch.zeros_like(value), value)
         return torch.minimum(torch.maximum(value, self.minimum), self.maximum)
 
     def error_bound(self) -> torch.Tensor:
@@ -154,7 +161,8 @@ class QuantileSketch:
     def state_dict(self) -> dict:
         return {"counts": self.counts.clone(), "exponent": self.exponent.clone(),
                 "offset": self.offset.clone(), "minimum": self.minimum.clone(),
-                "maximum": self.maximum.clone(), "total": self.total, "bins": self.bins}
+                "maximum": self.maximum.clone(), "zeros": self.zeros.clone(), "total": self.total,
+                "bins": self.bins}
 
     def load_state_dict(self, state: dict) -> None:
         if state["counts"].shape != (self.units, self.bins):
@@ -165,4 +173,5 @@ class QuantileSketch:
         self.offset = state["offset"].clone().to(device)
         self.minimum = state["minimum"].clone().to(device)
         self.maximum = state["maximum"].clone().to(device)
+        self.zeros = state["zeros"].clone().to(device)
         self.total = int(state["total"])
