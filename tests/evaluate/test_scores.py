@@ -211,7 +211,7 @@ def test_bad_inputs_are_clear(synthetic):
 
 def test_top_level_evaluate_is_callable_after_subpackage_import(synthetic):
     import seethrough
-    import seethrough.evaluate.localization  # noqa: F401  (sets the package attribute)
+    import seethrough.evaluate.localization
 
     model, images, perfect, _ = synthetic
     scores = seethrough.evaluate(model, images, perfect, target=0, metrics=["deletion"],
