@@ -11,7 +11,6 @@ from tests.conftest import ARCHITECTURES, LAST_CONV
 from tests.dissect.test_reference import small_cnn
 
 
-
 class Frozen(torch.utils.data.Dataset):
     """A concept dataset generated once and kept in memory (fast tests)."""
 
@@ -90,7 +89,7 @@ def test_table_and_counts(full):
 
 
 def test_shards_merge_into_one_run(model, full):
-    shards = [Part(WORLD, range(0, 16)), Part(WORLD, range(16, 40))]
+    shards = [Part(WORLD, range(16)), Part(WORLD, range(16, 40))]
     # thresholds: sketches of the shards merge into the sketch of the whole
     sketches = []
     for shard in shards:

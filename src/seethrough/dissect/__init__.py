@@ -9,5 +9,15 @@ from seethrough.dissect.quantile import QuantileSketch
 from seethrough.dissect.result import Dissection, LayerDissection
 from seethrough.dissect.run import dissect, layer_activations, unit_masks
 
-__all__ = ["dissect", "Dissection", "LayerDissection", "QuantileSketch", "IoUCounter",
-           "TopImages", "Vocabulary", "LabelBatch", "layer_activations", "unit_masks"]
+__all__ = [
+           "Dissection",
+           "IoUCounter",
+           "LabelBatch",
+           "LayerDissection",
+           "QuantileSketch",
+           "TopImages",
+           "Vocabulary",
+           "dissect",
+           "layer_activations",
+           "unit_masks",
+]

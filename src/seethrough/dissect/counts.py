@@ -38,7 +38,7 @@ class IoUCounter:
     def __init__(self, units: int, vocabulary: Vocabulary, *, device="cpu"):
         self.units, self.vocabulary = int(units), vocabulary
         concepts, categories = len(vocabulary), len(vocabulary.categories)
-        zeros = lambda *shape: torch.zeros(*shape, dtype=torch.float64, device=device)  # noqa: E731
+        zeros = lambda *shape: torch.zeros(*shape, dtype=torch.float64, device=device)
         self.intersection = zeros(units, concepts)
         self.label_area = zeros(concepts)
         self.mask_area = {"paper": zeros(units, categories), "netdissect_lite": zeros(units, categories)}

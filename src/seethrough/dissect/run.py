@@ -98,11 +98,9 @@ class _Cache:
     def has(self, batch: int) -> bool:
         return self.path(batch).is_file()
 
-    def put(self, batch: int, acts: dict, labels: LabelBatch, images: torch.Tensor | None) -> None:
+    def put(self, batch: int, acts: dict, labels: LabelBatch) -> None:
         item = {"acts": {k: v.to("cpu", self.dtype) for k, v in acts.items()},
                 "pixel": labels.pixel.to(torch.int32), "image": labels.image.to(torch.int32)}
-        if images is not None:
-            item["images"] = images.cpu()
         _save_atomic(item, self.path(batch))
 
     def get(self, batch: int) -> tuple[dict, LabelBatch]:
@@ -250,16 +248,16 @@ def dissect(
             yield batch, acts, labels
             batch += 1
         if batch < batches:
-            for batch, images, labels in load_batches(batch):
-                if store is not None and store.has(batch):
-                    acts, labels = store.get(batch)
+            for index, images, labels in load_batches(batch):
+                if store is not None and store.has(index):
+                    acts, labels = store.get(index)
                 else:
                     acts = layer_activations(model, names, images.to(device), basis)
                     if store is not None:
-                        store.put(batch, acts, labels, None)
+                        store.put(index, acts, labels)
                         if cache_dtype != torch.float32:  # use what pass 2 will read
                             acts = {k: v.to(cache_dtype).float() for k, v in acts.items()}
-                yield batch, acts, labels
+                yield index, acts, labels
 
     from tqdm.auto import tqdm
 
