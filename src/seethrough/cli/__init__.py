@@ -13,7 +13,7 @@ import importlib
 import sys
 
 #: subcommand modules, in the order `--help` lists them
-COMMANDS = ["demo", "layers", "train"]
+COMMANDS = ["demo", "layers", "train", "attribute"]
 
 
 def build_parser() -> argparse.ArgumentParser:
