@@ -26,6 +26,7 @@ SECTIONS = {
     "layers": "seethrough.report.basics:layers_section",
     "filters": "seethrough.report.basics:filters_section",
     "conceptworld": "seethrough.report.basics:conceptworld_section",
+    "attribution": "seethrough.attribution.report:section",
 }
 
 
