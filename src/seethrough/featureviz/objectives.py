@@ -167,6 +167,9 @@ def _channels(activation: torch.Tensor, units) -> torch.Tensor:
         if not 0 <= units < activation.shape[1]:
             raise InputError(f"unit {units} is outside the layer's {activation.shape[1]} channels")
         return activation[:, units]
+    if units.numel() != activation.shape[0]:
+        raise InputError(f"{units.numel()} units are given (one per item) but the batch has "
+                         f"{activation.shape[0]} images: pass batch={units.numel()}")
     if units.max() >= activation.shape[1] or units.min() < 0:
         raise InputError(f"units {units.tolist()} go outside the layer's {activation.shape[1]} channels")
     return activation[torch.arange(activation.shape[0], device=activation.device), units.to(activation.device)]

@@ -179,7 +179,8 @@ class Renderer:
                  batch: int | None = None, seed: int = 0, param: str | ImageParam = "fourier",
                  decorrelate: bool = True, color_sqrt: torch.Tensor | None = None,
                  transforms="standard", lr: float = 0.05, optimizer=torch.optim.Adam,
-                 redirect_relu_steps: int = 16, init: torch.Tensor | None = None):
+                 redirect_relu_steps: int = 16, init: torch.Tensor | None = None,
+                 model_size: int | tuple[int, int] | None = None):
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be an nn.Module, not {type(model).__name__}")
         if batch is None:
@@ -200,6 +201,7 @@ class Renderer:
         self.model = model
         self.objective = objective
         self.transforms = Transforms.preset(transforms)
+        self.model_size = (model_size, model_size) if isinstance(model_size, int) else model_size
         self.optimizer = optimizer(self.param.parameters(), lr=lr)
         self.redirect_relu_steps = redirect_relu_steps
         self.generator = torch.Generator().manual_seed(seed)
@@ -216,7 +218,7 @@ class Renderer:
     def step(self) -> torch.Tensor:
         """One optimizer step; returns the objective per item (before the step)."""
         images = self.param()
-        model_input = self.transforms(images, self.generator)
+        model_input = self.transforms(images, self.generator, self.model_size)
         self.optimizer.zero_grad(set_to_none=True)
         if len(self.history) < self.redirect_relu_steps:
             with relu_backward(redirected_rule):
@@ -246,7 +248,8 @@ def visualize(model: nn.Module, objective: Objective, *, steps: int = 256,
               size: int | tuple[int, int] | None = None, batch: int | None = None, seed: int = 0,
               param: str = "fourier", decorrelate: bool = True, color_sqrt: torch.Tensor | None = None,
               transforms="standard", lr: float = 0.05, optimizer=torch.optim.Adam,
-              redirect_relu_steps: int = 16, progress: bool = False) -> Visualization:
+              redirect_relu_steps: int = 16, model_size: int | tuple[int, int] | None = None,
+              progress: bool = False) -> Visualization:
     """Render images that maximize ``objective`` (Lucid's ``render_vis``, Olah et al. 2017).
 
     Args:
@@ -262,6 +265,8 @@ def visualize(model: nn.Module, objective: Objective, *, steps: int = 256,
         lr, optimizer: Lucid's defaults (Adam, 0.05).
         redirect_relu_steps: use Lucid's redirected ReLU gradient for this many first steps,
             so units that start dead still get a gradient (0 to turn off).
+        model_size: the size the model sees after the transforms (default: the transformed
+            canvas, ``size + 2 * pad - jitter``); set it for models of one input size (ViT).
         progress: show a tqdm bar.
     """
     from tqdm.auto import tqdm
@@ -270,7 +275,8 @@ def visualize(model: nn.Module, objective: Objective, *, steps: int = 256,
         raise InputError("steps must be at least 1")
     renderer = Renderer(model, objective, size=size, batch=batch, seed=seed, param=param,
                         decorrelate=decorrelate, color_sqrt=color_sqrt, transforms=transforms, lr=lr,
-                        optimizer=optimizer, redirect_relu_steps=redirect_relu_steps)
+                        optimizer=optimizer, redirect_relu_steps=redirect_relu_steps,
+                        model_size=model_size)
     with renderer:
         for _ in tqdm(range(steps), desc="visualize", disable=not progress, leave=False):
             renderer.step()

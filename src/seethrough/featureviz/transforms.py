@@ -9,7 +9,8 @@ The canvas follows Lucid: ``pad(p)`` grows it by ``2p`` (filled with ``value``, 
 ``jitter(d)`` is a random crop ``d`` pixels smaller; ``scale`` and ``rotate`` turn the content
 about the centre inside a canvas of fixed size (Lucid resizes the canvas instead, which is not
 possible when every item draws its own factor). The image is never upsampled: the model sees
-``H + 2p - sum(d)`` pixels (236 for a 224 image with ``standard``).
+``H + 2p - sum(d)`` pixels (236 for a 224 image with ``standard``), or a fixed ``size`` cut from
+the centre of that canvas for models that accept only one input size (vision transformers).
 
 Presets:
     ``standard`` (Lucid's ``transform.standard_transforms``): pad 12 (constant 0.5), jitter 8,
@@ -135,12 +136,16 @@ class Transforms:
                 matrix = matrix @ move
         return matrix[:, :2]
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Transform a batch (N, C, H, W); a different random draw per item."""
-        if not self.steps:
-            return images
+    def __call__(self, images: torch.Tensor, generator: torch.Generator,
+                 size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Transform a batch (N, C, H, W); a different random draw per item.
+
+        ``size`` fixes the output canvas (centred) for models that need one input size (ViT).
+        """
         n, _, h, w = images.shape
-        out_h, out_w = self.output_size(h, w)
+        if not self.steps and (size is None or tuple(size) == (h, w)):
+            return images
+        out_h, out_w = size or self.output_size(h, w)
         affine = self.matrices(n, generator).to(images)
         # pixel centres of the output canvas, origin at its centre
         ys = torch.arange(out_h, device=images.device, dtype=images.dtype) - (out_h - 1) / 2
