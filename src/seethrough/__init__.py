@@ -30,6 +30,8 @@ _EXPORTS = {
     "WeightsError": "seethrough.errors",
     "attribute": "seethrough.attribution",
     "evaluate": "seethrough.evaluate",
+    "visualize": "seethrough.featureviz",
+    "objectives": "seethrough.featureviz",
 }
 
 

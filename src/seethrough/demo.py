@@ -27,6 +27,7 @@ SECTIONS = {
     "filters": "seethrough.report.basics:filters_section",
     "conceptworld": "seethrough.report.basics:conceptworld_section",
     "attribution": "seethrough.attribution.report:section",
+    "featureviz": "seethrough.featureviz.report:section",
 }
 
 
