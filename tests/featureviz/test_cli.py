@@ -1,0 +1,38 @@
+import pytest
+from PIL import Image
+
+import seethrough.cli
+from seethrough.cli import main
+
+
+@pytest.fixture(autouse=True)
+def only_visualize(monkeypatch):
+    """Test this command alone, through the real dispatcher and its error handling."""
+    monkeypatch.setattr(seethrough.cli, "COMMANDS", ["visualize"])
+
+
+def test_visualize_channels_writes_pngs(tmp_path, capsys):
+    code = main(["visualize", "torchvision:resnet18", "--layer", "layer1", "--channels", "0", "3",
+                 "--steps", "2", "--size", "32", "--out", str(tmp_path)])
+    assert code == 0
+    files = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert files == ["layer1_channel_0.png", "layer1_channel_3.png"]
+    assert Image.open(tmp_path / files[0]).size == (32, 32)
+    assert not list(tmp_path.glob(".*part"))
+
+
+def test_visualize_deepdream_from_an_image(tmp_path):
+    source = tmp_path / "in.png"
+    Image.new("RGB", (40, 40), (120, 60, 30)).save(source)
+    code = main(["visualize", "torchvision:resnet18", "--mode", "deepdream", "--layer", "layer1",
+                 "--image", str(source), "--size", "32", "--out", str(tmp_path / "out")])
+    assert code == 0 and (tmp_path / "out" / "deepdream.png").is_file()
+
+
+def test_bad_requests_exit_2_with_one_line(tmp_path, capsys):
+    assert main(["visualize", "torchvision:resnet18", "--layer", "layer9", "--channels", "0",
+                 "--out", str(tmp_path)]) == 2
+    assert "no layer named" in capsys.readouterr().err
+    assert main(["visualize", "torchvision:resnet18", "--out", str(tmp_path)]) == 2
+    assert main(["visualize", "torchvision:resnet18", "--mode", "style", "--image", "x.png",
+                 "--out", str(tmp_path)]) == 2
