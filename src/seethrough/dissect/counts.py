@@ -51,39 +51,34 @@ class IoUCounter:
             raise InputError(f"masks {tuple(masks.shape)} do not fit {self.units} units and "
                              f"labels of size {labels.size}")
         device, concepts = self.intersection.device, len(self.vocabulary)
-        categories = len(self.vocabulary.categories)
         category_of = self.vocabulary.category_of.to(device)
-        flat = masks.reshape(n, units, -1).to(device, torch.float32)  # (N, K, P)
-        area = flat.sum(2)  # (N, K)
+        membership = torch.zeros(concepts, len(self.vocabulary.categories), device=device)
+        membership[torch.arange(1, concepts), category_of[1:]] = 1.0  # concept -> category
         pixel = labels.pixel.to(device).reshape(n, labels.pixel.shape[1], -1)  # (N, L, P)
         image = labels.image.to(device)
-        # intersections: rows of (N*P, K) masks added into the row of their pixel's concept
-        by_pixel = flat.permute(0, 2, 1).reshape(-1, units)
-        intersection = torch.zeros(concepts, units, dtype=torch.float32, device=device)
-        for layer in range(pixel.shape[1]):
-            intersection.index_add_(0, pixel[:, layer].reshape(-1), by_pixel)
-        for column in range(image.shape[1]):
-            intersection.index_add_(0, image[:, column], area)
-        intersection[0] = 0
-        self.intersection += intersection.T.double()
-        # label areas
-        label_area = torch.bincount(pixel.reshape(-1), minlength=concepts).double()
-        label_area += torch.bincount(image.reshape(-1), minlength=concepts).double() * (
-            height * width)
-        label_area[0] = 0
-        self.label_area += label_area
-        # which images are annotated with each category (paper) / have it under the mask (lite)
-        cat_pixel = torch.where(pixel > 0, category_of[pixel], -1)  # (N, L, P)
-        annotated = torch.zeros(n, categories, dtype=torch.bool, device=device)
-        under = torch.zeros(n, units, categories, dtype=torch.bool, device=device)
-        for c in range(categories):
-            has = (cat_pixel == c).any(1).float()  # (N, P)
-            in_image = torch.where(image > 0, category_of[image], -1).eq(c).any(1)
-            annotated[:, c] = has.any(1) | in_image
-            under[:, :, c] = (torch.bmm(flat, has[:, :, None])[:, :, 0] > 0) | in_image[:, None]
-        self.mask_area["paper"] += (area.T.double() @ annotated.double())
-        self.mask_area["netdissect_lite"] += torch.einsum("nk,nkc->kc", area.double(),
-                                                          under.double())
+        image_hot = torch.zeros(n, concepts, device=device)
+        image_hot.scatter_(1, image, 1.0)
+        image_hot[:, 0] = 0
+        image_categories = image_hot @ membership > 0  # (N, categories)
+        # chunks of images so that masks and one-hot labels stay small (cache friendly)
+        step = max(1, (1 << 22) // max(1, pixel.shape[-1] * max(units, concepts)))
+        for start in range(0, n, step):
+            part = slice(start, start + step)
+            flat = masks[part].reshape(-1, units, height * width).float()  # (n, K, P)
+            area = flat.sum(2)  # (n, K)
+            hot = labels.one_hot(concepts)[part].to(device)  # (n, P, C)
+            per_image = torch.bmm(flat, hot)  # (n, K, C) intersections per image
+            per_image += area[:, :, None] * image_hot[part, None, :]
+            self.intersection += per_image.sum(0).double()
+            label_counts = hot.sum(1)  # (n, C)
+            labelled = label_counts @ membership > 0  # (n, categories) annotated pixels
+            annotated = labelled | image_categories[part]
+            self.mask_area["paper"] += area.T.double() @ annotated.double()
+            under = (per_image @ membership > 0) | image_categories[part, None, :]
+            self.mask_area["netdissect_lite"] += torch.einsum(
+                "nk,nkc->kc", area.double(), under.double())
+            self.label_area += label_counts.sum(0).double() + image_hot[part].sum(0).double() * (
+                height * width)
         self.images += n
 
     def union(self, rule: str = "paper") -> torch.Tensor:

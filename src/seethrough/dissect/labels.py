@@ -59,6 +59,23 @@ class LabelBatch:
 
     pixel: torch.Tensor
     image: torch.Tensor
+    hot: torch.Tensor | None = None  # (N, P, concepts) float one-hot, made once by one_hot()
+
+    def one_hot(self, concepts: int) -> torch.Tensor:
+        """(N, H*W, concepts) float counts of each concept per pixel (column 0 zeroed); cached."""
+        if self.hot is None or self.hot.shape[-1] != concepts:
+            n, layers = self.pixel.shape[:2]
+            flat = self.pixel.reshape(n, layers, -1)
+            hot = torch.zeros(n, flat.shape[-1], concepts, device=self.pixel.device)
+            for layer in range(layers):
+                hot.scatter_(2, flat[:, layer, :, None], 1.0, reduce="add")
+            hot[..., 0] = 0
+            self.hot = hot
+        return self.hot
+
+    def __getitem__(self, index: slice) -> LabelBatch:
+        return LabelBatch(self.pixel[index], self.image[index],
+                          None if self.hot is None else self.hot[index])
 
     @property
     def size(self) -> tuple[int, int]:

@@ -301,6 +301,7 @@ def dissect(
             bar = tqdm(total=batches, initial=state["next_batch"], disable=not progress,
                        desc="dissect: IoU", unit="batch")
             for batch, acts, labels in source(state["next_batch"]):
+                labels.one_hot(len(vocabulary))  # once per batch, shared by the layers
                 for name, a in acts.items():
                     if name not in counters:
                         counters[name] = IoUCounter(a.shape[1], vocabulary)
@@ -309,9 +310,13 @@ def dissect(
                         matrices[name] = _matrices(model, name, upsample, dataset,
                                                    a.shape[-2:], labels.size)
                         state["label_size"] = labels.size
-                    masks = unit_masks(a.to(device), thresholds_now[name].to(device),
-                                       *matrices[name])
-                    counters[name].update(masks, labels)
+                    pixels = labels.size[0] * labels.size[1]
+                    step = max(1, _MASK_CHUNK // (pixels * a.shape[1]))
+                    for start in range(0, a.shape[0], step):  # bounded memory for big layers
+                        part = slice(start, start + step)
+                        masks = unit_masks(a[part].to(device), thresholds_now[name].to(device),
+                                           *matrices[name])
+                        counters[name].update(masks, labels[part])
                     if name not in state["top"]:
                         state.setdefault("_tops", {}).setdefault(name, TopImages(a.shape[1], top_k))
                         first = batch * batch_size

@@ -1,0 +1,147 @@
+"""Benchmark: Network Dissection against the model's plain forward pass over the same data.
+
+Prints markdown tables: images per second of the forward pass alone, of the whole dissection
+(pass 1: activations + quantile sketch, written to the disk cache; pass 2: upsample, threshold,
+IoU counts from the cache), their ratio, and peak memory (max RSS of a fresh process) as the
+dataset grows. The images are generated before timing, so ConceptWorld's drawing is not counted.
+
+    python benchmarks/dissection.py [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+import torch
+
+MODELS = {
+    # name: (layers, image size)
+    "conceptnet": (None, 64),
+    "mobilenet_v2": (["features.3", "features.6", "features.10", "features.13", "features.16"], 112),
+}
+
+
+class Frozen(torch.utils.data.Dataset):
+    def __init__(self, dataset):
+        self.samples = [dataset[i] for i in range(len(dataset))]
+        self.categories = dataset.categories
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        return self.samples[i]
+
+
+def load(name):
+    from seethrough.models import load_model
+
+    try:
+        return load_model(name)
+    except Exception as error:  # conceptnet weights may not be there
+        print(f"(skipping {name}: {error})", file=sys.stderr)
+        return None
+
+
+def timed(fn, repeat=2):
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def speed(name, images, batch_size=50):
+    from seethrough.data import ConceptWorld
+    from seethrough.dissect import dissect
+    from seethrough.dissect.report import default_layers
+
+    model = load(name)
+    if model is None:
+        return None
+    layers, size = MODELS[name]
+    layers = layers or default_layers(model)[-3:]
+    data = Frozen(ConceptWorld("val", length=images, size=size))
+    batches = [torch.stack([data[i]["image"] for i in range(s, min(images, s + batch_size))])
+               for s in range(0, images, batch_size)]
+
+    def forward():
+        with torch.no_grad():
+            for x in batches:
+                model(x)
+
+    forward_time = timed(forward)
+    run = lambda **o: dissect(model, layers, data, batch_size=batch_size, progress=False, **o)  # noqa: E731
+    total = timed(lambda: run())
+    fp16 = timed(lambda: run(cache_dtype=torch.float16))
+    thresholds = {k: v.thresholds for k, v in run().layers.items()}
+    second = timed(lambda: run(thresholds=thresholds, cache=False))
+    return {"model": name, "layers": len(layers), "images": images, "size": size,
+            "forward img/s": images / forward_time, "dissect img/s": images / total,
+            "total / forward": total / forward_time, "fp16 cache / forward": fp16 / forward_time,
+            "IoU pass alone / forward": second / forward_time}
+
+
+def peak_memory(name, images):
+    """Max RSS (MiB) of a fresh process that dissects ``images`` generated on the fly."""
+    code = (
+        "import resource, torch, sys\n"
+        "torch.set_num_threads(2)\n"
+        "from seethrough.data import ConceptWorld\n"
+        "from seethrough.dissect import dissect\n"
+        "from seethrough.dissect.report import default_layers\n"
+        "from seethrough.models import load_model\n"
+        f"layers, size = {MODELS[name]!r}\n"
+        f"model = load_model({name!r})\n"
+        "layers = layers or default_layers(model)[-3:]\n"
+        f"dissect(model, layers, ConceptWorld('val', length={images}, size=size), batch_size=50,"
+        " progress=False)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode:
+        return float("nan")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def markdown(rows):
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for row in rows:
+        lines.append("| " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v)
+                                       for v in row.values()) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer images")
+    parser.add_argument("--json", help="also write the rows to this file")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    n = 100 if args.quick else 400
+    rows = [r for r in (speed(name, n) for name in MODELS) if r]
+    print("## Dissection speed (2 CPU threads)\n")
+    print(markdown(rows))
+    sizes = (100, 200) if args.quick else (100, 300, 900)
+    memory = []
+    for name in MODELS:
+        if load(name) is None:
+            continue
+        row = {"model": name}
+        for size in sizes:
+            row[f"peak MiB @ {size} images"] = peak_memory(name, size)
+        memory.append(row)
+    print("\n## Peak memory as the dataset grows\n")
+    print(markdown(memory))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"speed": rows, "memory": memory}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
