@@ -1,0 +1,41 @@
+"""`seethrough attribute`: clear one-line errors, and a grid + CSV written atomically."""
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+import pytest
+
+from seethrough.cli import attribute
+from seethrough.errors import InputError, LayerNotFoundError
+
+
+def run(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="seethrough")
+    attribute.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["attribute", *argv])
+    return args.run(args)
+
+
+@pytest.mark.parametrize("argv, error, match", [
+    (["torchvision:resnet18", "--conceptworld", "1", "--methods", "gradcan"], InputError, "gradcan"),
+    (["torchvision:resnet18"], InputError, "image files or --conceptworld"),
+    (["torchvision:resnet18", "--conceptworld", "1", "--layer", "layer9"], LayerNotFoundError, "layer4"),
+    (["torchvision:resnet18", "/no/such.png"], InputError, "cannot read image"),
+    (["torchvision:resnet18", "--conceptworld", "2", "--target", "1,2,3"], InputError, "3 classes for 2"),
+])
+def test_bad_arguments_give_clear_errors(argv, error, match, tmp_path):
+    with pytest.raises(error, match=match):
+        run(*argv, "--out", str(tmp_path))
+
+
+def test_writes_grid_and_scores(tmp_path):
+    code = run("torchvision:resnet18", "--conceptworld", "2", "--methods", "saliency,gradcam",
+               "--target", "label", "--steps", "4", "--out", str(tmp_path))
+    assert code == 0
+    assert (tmp_path / "attribution.png").stat().st_size > 1000
+    frame = pd.read_csv(tmp_path / "scores.csv")
+    assert list(frame["method"]) == ["saliency", "gradcam"]
+    assert {"deletion", "insertion", "pointing_game", "energy_pointing_game", "mask_iou",
+            "seconds_per_image"} <= set(frame.columns)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
