@@ -13,7 +13,7 @@ import importlib
 import sys
 
 #: subcommand modules, in the order `--help` lists them
-COMMANDS = ["demo", "layers", "train", "attribute", "visualize"]
+COMMANDS = ["demo", "layers", "train", "attribute", "visualize", "dissect"]
 
 
 def build_parser() -> argparse.ArgumentParser:
