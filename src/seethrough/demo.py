@@ -28,6 +28,7 @@ SECTIONS = {
     "conceptworld": "seethrough.report.basics:conceptworld_section",
     "attribution": "seethrough.attribution.report:section",
     "featureviz": "seethrough.featureviz.report:section",
+    "dissection": "seethrough.dissect.report:dissection_section",
 }
 
 
