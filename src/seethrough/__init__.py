@@ -32,6 +32,7 @@ _EXPORTS = {
     "evaluate": "seethrough.evaluate",
     "visualize": "seethrough.featureviz",
     "objectives": "seethrough.featureviz",
+    "dissect": "seethrough.dissect",
 }
 
 
