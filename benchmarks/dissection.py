@@ -75,7 +75,7 @@ def speed(name, images, batch_size=50):
                 model(x)
 
     forward_time = timed(forward)
-    run = lambda **o: dissect(model, layers, data, batch_size=batch_size, progress=False, **o)  # noqa: E731
+    run = lambda **o: dissect(model, layers, data, batch_size=batch_size, progress=False, **o)
     total = timed(lambda: run())
     fp16 = timed(lambda: run(cache_dtype=torch.float16))
     thresholds = {k: v.thresholds for k, v in run().layers.items()}

@@ -45,7 +45,7 @@ class IoUCounter:
         self.images = 0
 
     def update(self, masks: torch.Tensor, labels: LabelBatch) -> None:
-        """Add a batch: boolean ``masks`` (N, units, H, W) at the labels' resolution."""
+        """Add a batch: boolean (or 0/1 float) ``masks`` (N, units, H, W) at the labels' size."""
         n, units, height, width = masks.shape
         if units != self.units or (height, width) != labels.size:
             raise InputError(f"masks {tuple(masks.shape)} do not fit {self.units} units and "
@@ -64,13 +64,14 @@ class IoUCounter:
         step = max(1, (1 << 22) // max(1, pixel.shape[-1] * max(units, concepts)))
         for start in range(0, n, step):
             part = slice(start, start + step)
-            flat = masks[part].reshape(-1, units, height * width).float()  # (n, K, P)
-            area = flat.sum(2)  # (n, K)
-            hot = labels.one_hot(concepts)[part].to(device)  # (n, P, C)
+            flat = masks[part].reshape(-1, units, height * width).to(torch.float32)  # (n, K, P)
+            hot = labels.one_hot(concepts)[part].to(device)  # (n, P, C), column 0 all ones
             per_image = torch.bmm(flat, hot)  # (n, K, C) intersections per image
+            area = per_image[:, :, 0].clone()  # (n, K) mask areas
+            per_image[:, :, 0] = 0
             per_image += area[:, :, None] * image_hot[part, None, :]
             self.intersection += per_image.sum(0).double()
-            label_counts = hot.sum(1)  # (n, C)
+            label_counts = labels.label_counts(concepts)[part].to(device)  # (n, C)
             labelled = label_counts @ membership > 0  # (n, categories) annotated pixels
             annotated = labelled | image_categories[part]
             self.mask_area["paper"] += area.T.double() @ annotated.double()

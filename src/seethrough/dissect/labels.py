@@ -60,22 +60,34 @@ class LabelBatch:
     pixel: torch.Tensor
     image: torch.Tensor
     hot: torch.Tensor | None = None  # (N, P, concepts) float one-hot, made once by one_hot()
+    counts: torch.Tensor | None = None  # (N, concepts) pixels per concept
 
     def one_hot(self, concepts: int) -> torch.Tensor:
-        """(N, H*W, concepts) float counts of each concept per pixel (column 0 zeroed); cached."""
+        """(N, H*W, concepts) float counts of each concept per pixel; cached.
+
+        Column 0 ("none") is all ones instead, so a mask times it gives the mask's area.
+        """
         if self.hot is None or self.hot.shape[-1] != concepts:
             n, layers = self.pixel.shape[:2]
             flat = self.pixel.reshape(n, layers, -1)
             hot = torch.zeros(n, flat.shape[-1], concepts, device=self.pixel.device)
             for layer in range(layers):
                 hot.scatter_(2, flat[:, layer, :, None], 1.0, reduce="add")
-            hot[..., 0] = 0
+            self.counts = hot.sum(1)
+            self.counts[:, 0] = 0
+            hot[..., 0] = 1.0
             self.hot = hot
         return self.hot
 
+    def label_counts(self, concepts: int) -> torch.Tensor:
+        """(N, concepts) labelled pixels per concept (column 0 zero)."""
+        self.one_hot(concepts)
+        return self.counts
+
     def __getitem__(self, index: slice) -> LabelBatch:
         return LabelBatch(self.pixel[index], self.image[index],
-                          None if self.hot is None else self.hot[index])
+                          None if self.hot is None else self.hot[index],
+                          None if self.counts is None else self.counts[index])
 
     @property
     def size(self) -> tuple[int, int]:

@@ -180,7 +180,6 @@ def dissection_section(context):
     from seethrough.data import ConceptWorld
     from seethrough.dissect import dissect
     from seethrough.dissect.experiments import axis_alignment, concept_pca, robustness
-    from seethrough.models import load_model
     from seethrough.report.html import Section, figure_html, table_html
 
     quick = context.quick

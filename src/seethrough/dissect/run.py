@@ -72,16 +72,17 @@ def layer_activations(model: nn.Module, names: Sequence[str], images: torch.Tens
 
 
 def unit_masks(acts: torch.Tensor, thresholds: torch.Tensor, rows: torch.Tensor,
-               cols: torch.Tensor) -> torch.Tensor:
-    """Boolean masks (N, K, H, W): upsampled activations above each unit's threshold."""
+               cols: torch.Tensor, *, dtype: torch.dtype = torch.bool) -> torch.Tensor:
+    """Masks (N, K, H, W) of ``dtype``: upsampled activations above each unit's threshold."""
     n, k = acts.shape[:2]
     height, width = rows.shape[0], cols.shape[0]
     chunk = max(1, _MASK_CHUNK // max(1, n * height * width))
-    masks = torch.empty(n, k, height, width, dtype=torch.bool, device=acts.device)
+    masks = torch.empty(n, k, height, width, dtype=dtype, device=acts.device)
     rows, cols = rows.to(acts), cols.to(acts)
     for start in range(0, k, chunk):
         part = upsample(acts[:, start : start + chunk], rows, cols)
-        masks[:, start : start + chunk] = part > thresholds[start : start + chunk, None, None].to(part)
+        torch.gt(part, thresholds[start : start + chunk, None, None].to(part),
+                 out=masks[:, start : start + chunk])
     return masks
 
 
@@ -315,7 +316,7 @@ def dissect(
                     for start in range(0, a.shape[0], step):  # bounded memory for big layers
                         part = slice(start, start + step)
                         masks = unit_masks(a[part].to(device), thresholds_now[name].to(device),
-                                           *matrices[name])
+                                           *matrices[name], dtype=torch.float32)
                         counters[name].update(masks, labels[part])
                     if name not in state["top"]:
                         state.setdefault("_tops", {}).setdefault(name, TopImages(a.shape[1], top_k))
