@@ -37,11 +37,12 @@ class Frozen(torch.utils.data.Dataset):
 
 
 def load(name):
+    from seethrough.errors import SeethroughError
     from seethrough.models import load_model
 
     try:
         return load_model(name)
-    except Exception as error:  # conceptnet weights may not be there
+    except (ImportError, SeethroughError) as error:  # conceptnet weights may not be there
         print(f"(skipping {name}: {error})", file=sys.stderr)
         return None
 
@@ -102,7 +103,8 @@ def peak_memory(name, images):
         " progress=False)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                         text=True)
     if out.returncode:
         return float("nan")
     return float(out.stdout.strip().splitlines()[-1])

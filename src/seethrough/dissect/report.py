@@ -180,6 +180,7 @@ def dissection_section(context):
     from seethrough.data import ConceptWorld
     from seethrough.dissect import dissect
     from seethrough.dissect.experiments import axis_alignment, concept_pca, robustness
+    from seethrough.errors import SeethroughError
     from seethrough.report.html import Section, figure_html, table_html
 
     quick = context.quick
@@ -188,7 +189,7 @@ def dissection_section(context):
     options = {"batch_size": 40, "progress": False}
     try:
         conceptnet = context.conceptnet
-    except Exception as error:  # weights not there yet: dissect what we can, say so
+    except (ImportError, SeethroughError) as error:  # no weights yet: dissect what we can
         conceptnet = None
         notes.append(f"ConceptNet unavailable ({error}); only MobileNetV2 is dissected.")
     world = ConceptWorld("val", length=length, size=64)
