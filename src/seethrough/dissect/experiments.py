@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seethrough.dissect.labels import LabelBatch, Vocabulary, collate
-from seethrough.dissect.run import dissect, layer_activations
+from seethrough.dissect.run import dissect, layer_activations, model_device
 from seethrough.errors import InputError
 from seethrough.trace import resolve_layer
 
@@ -148,7 +148,7 @@ class _Activations(torch.utils.data.Dataset):
 def cached_activations(model: nn.Module, layer: str, dataset, *, batch_size: int = 32):
     """Run the model once; keep a layer's activations with each sample's labels (in memory)."""
     name, _ = resolve_layer(model, layer)
-    device = next(model.parameters()).device
+    device = model_device(model)
     items = []
     for start in range(0, len(dataset), batch_size):
         samples = [dataset[i] for i in range(start, min(len(dataset), start + batch_size))]
@@ -160,9 +160,7 @@ def cached_activations(model: nn.Module, layer: str, dataset, *, batch_size: int
 
 
 def _identity() -> nn.Module:
-    net = nn.Sequential(OrderedDict(units=nn.Identity()))
-    net.register_parameter("anchor", nn.Parameter(torch.zeros(0), requires_grad=False))
-    return net
+    return nn.Sequential(OrderedDict(units=nn.Identity()))
 
 
 def dissect_cached(cache: _Activations, *, basis: torch.Tensor | None = None, **options):
@@ -248,7 +246,7 @@ def concept_pca(model: nn.Module, layer: str, dataset, concept: str, *, category
     index = matches[0]
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size,
                                          collate_fn=lambda s: collate(s, vocabulary))
-    device = next(model.parameters()).device
+    device = model_device(model)
     rows = []
     for images, labels in loader:
         acts = layer_activations(model, [name], images.to(device))[name].cpu()

@@ -125,6 +125,7 @@ def pca_figure(pca, top: int = 20):
                  f"{pca.top_share:.0%} of the loading, ~{pca.effective_units:.0f} units share it",
                  fontsize=8)
     ax2.bar(range(1, len(pca.explained) + 1), pca.explained.numpy(), color="#1f77b4")
+    ax2.set_xticks(range(1, len(pca.explained) + 1))
     ax2.set_xlabel("component")
     ax2.set_ylabel("explained var.")
     fig.tight_layout()

@@ -71,6 +71,13 @@ def layer_activations(model: nn.Module, names: Sequence[str], images: torch.Tens
     return acts
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's first parameter or buffer (CPU for a model without any)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 def unit_masks(acts: torch.Tensor, thresholds: torch.Tensor, rows: torch.Tensor,
                cols: torch.Tensor, *, dtype: torch.dtype = torch.bool) -> torch.Tensor:
     """Masks (N, K, H, W) of ``dtype``: upsampled activations above each unit's threshold."""
@@ -187,7 +194,7 @@ def dissect(
     layers = [layers] if isinstance(layers, str) else list(layers)
     names = [resolve_layer(model, layer)[0] for layer in layers]
     vocabulary = Vocabulary(dataset.categories)
-    device = next(model.parameters()).device
+    device = model_device(model)
     batches = (len(dataset) + batch_size - 1) // batch_size
     given = None
     if thresholds is not None:

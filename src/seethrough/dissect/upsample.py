@@ -78,13 +78,14 @@ def receptive_field(model: nn.Module, layer: str, input_size: tuple[int, int, in
     (a ResNet's 1x1 downsample) are not counted twice. Raises ``InputError`` when the composed
     map does not reproduce the layer's output size.
     """
+    from seethrough.dissect.run import model_device
     from seethrough.trace import Trace, resolve_layer
 
     name, _ = resolve_layer(model, layer)
     order = list(model.named_modules())
     end = max(i for i, (n, _) in enumerate(order) if n == name or n.startswith(name + "."))
     candidates = [n for n, m in order[: end + 1] if isinstance(m, _GEOMETRIC)]
-    probe = torch.zeros(1, *input_size, device=next(model.parameters()).device)
+    probe = torch.zeros(1, *input_size, device=model_device(model))
     with torch.no_grad(), Trace(model, [*candidates, name], retain_input=True,
                                 stop=True) as trace:
         model(probe)
