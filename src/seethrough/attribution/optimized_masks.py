@@ -64,8 +64,8 @@ def meaningful_perturbation(
     Minimizes ``l1 * ||1 - m||_1 + tv * TV_beta(m) + p_c(x * M + blur(x) * (1 - M))`` over a
     ``mask_size x mask_size`` mask ``m`` in [0, 1] (1 = keep), upsampled bilinearly to ``M``,
     with Adam. Paper's values: lambda1 = 1e-4, lambda2 = 1e-2, beta = 3, 300 iterations,
-    lr 0.1, 28 x 28 mask for 224 images (scaled to the image: ``mask_size * H / 224``, at
-    least 4), blur sigma 10 px (scaled), score = softmax probability of the target (a
+    lr 0.1, a 28 x 28 mask (not scaled: a coarser mask lets the TV term win over L1; at most
+    the image size), blur sigma 10 px at 224 (scaled), score = softmax probability of the target (a
     callable's value as it is). The norms are sums over the low-resolution mask. Left out: the
     paper's noise and jitter on the mask. ``maps`` (and ``raw``, low resolution) is ``1 - m``:
     what had to be deleted, i.e. the evidence.
@@ -73,7 +73,7 @@ def meaningful_perturbation(
     if not isinstance(iterations, int) or iterations < 1:
         raise InputError(f"iterations must be a positive integer, not {iterations!r}")
     target.resolve(model, images, batch_size)
-    side = max(4, round(mask_size * _scale(images)))
+    side = min(mask_size, *images.shape[-2:])
     size = images.shape[-2:]
     deleted = []
     for part in chunks(len(images), batch_size, desc="meaningful perturbation"):
