@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import forward_backward, markdown_table, median_time, peak_memory  # noqa: E402
+from common import forward_backward, markdown_table, median_time, peak_memory
 
 MB = 2**20
 
