@@ -143,7 +143,7 @@ def bench_model(name: str, quick: bool, batch: int, batch_size: int) -> list[dic
             seconds = median_time(ours, repeats=s["repeats"] if which == "batch" else 1,
                                   warmup=1 if which == "batch" else 0)
             memory = peak_memory(ours) if which == "batch" or not quick else float("nan")
-        except Exception as error:  # report, keep going
+        except Exception as error:  # noqa: BLE001  (report the failure, keep benchmarking)
             rows.append({"model": name, "method": method, "note": f"error: {error}"[:80]})
             continue
         row = {"model": name, "method": method, "images": count,
@@ -152,7 +152,7 @@ def bench_model(name: str, quick: bool, batch: int, batch_size: int) -> list[dic
             if key in found:
                 library, peer = found[key]
                 try:
-                    peer_seconds = median_time(lambda peer=peer: peer(x, t),
+                    peer_seconds = median_time(lambda peer=peer, x=x, t=t: peer(x, t),
                                                repeats=s["repeats"] if which == "batch" else 1,
                                                warmup=1 if which == "batch" else 0)
                     label = library if key == method else f"{library} GradCAM"
@@ -161,8 +161,8 @@ def bench_model(name: str, quick: bool, batch: int, batch_size: int) -> list[dic
                     if key == method:
                         row["peer"] = library
                         row["peer x fwd+bwd"] = peer_seconds / reference[count]
-                        row["peer peak MB"] = peak_memory(lambda peer=peer: peer(x, t)) / MB
-                except Exception as error:
+                        row["peer peak MB"] = peak_memory(lambda peer=peer, x=x, t=t: peer(x, t)) / MB
+                except Exception as error:  # noqa: BLE001  (a peer's failure is a result)
                     row["note"] = f"{library} failed: {error}"[:80]
         rows.append(row)
         print(f"  {name} {method}: {row.get('x fwd+bwd', float('nan')):.2f}x", file=sys.stderr, flush=True)
@@ -200,7 +200,7 @@ def main(argv=None) -> int:
     for name in args.models.split(","):
         try:
             rows += bench_model(name.strip(), args.quick, args.batch, args.batch_size)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001  (e.g. weights not bundled yet)
             rows.append({"model": name, "method": "-", "note": f"skipped: {error}"[:100]})
     columns = ["model", "method", "images", "x fwd+bwd", "peak MB", "peer", "peer x fwd+bwd",
                "peer peak MB", "note"]

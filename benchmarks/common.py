@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import gc
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -70,7 +71,7 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
         if value is None:
             return "-"
         if isinstance(value, float):
-            return "-" if value != value else f"{value:.2f}"
+            return "-" if math.isnan(value) else f"{value:.2f}"
         return str(value)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
