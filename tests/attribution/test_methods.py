@@ -15,7 +15,7 @@ LIGHT = {
     "smoothgrad": {"n_samples": 3},
     "scorecam": {"top_channels": 6},
     "occlusion": {"window": 32},
-    "rise": {"n_masks": 50},
+    "rise": {"n_masks": 20},
     "meaningful_perturbation": {"iterations": 5},
     "extremal_perturbation": {"iterations": 5},
 }
@@ -70,7 +70,8 @@ def test_every_method_runs_and_leaves_model_unchanged(arch, images, unchanged):
             if method in LAYERED:
                 expected = "encoder.layers.encoder_layer_1.ln_1" if arch == "vit" else DEFAULT[arch]
                 assert result.options["layer"] == expected, method
-            if method not in ("cam", "extremal_perturbation", "meaningful_perturbation"):
+            if method in ("saliency", "input_x_gradient", "integrated_gradients", "smoothgrad",
+                          "guided_backprop", "deconvnet", "occlusion", "rise"):
                 assert result.maps.abs().sum() > 0, f"{method}: an all-zero map explains nothing"
             assert all(not m._forward_hooks and not m._backward_hooks for m in model.modules())
 
@@ -89,7 +90,7 @@ def test_model_unchanged_when_the_target_raises_midway(method, images, unchanged
     with unchanged(model), pytest.raises((RuntimeError, InputError)):
         seethrough.attribute(model, images, flaky, method=method, batch_size=1,
                              **LIGHT.get(method, {}))
-    assert len(calls) >= 1
+    assert len(calls) == (0 if method == "cam" else 2)  # CAM refuses a function target at once
 
 
 def test_training_mode_is_kept_and_used(images, unchanged):

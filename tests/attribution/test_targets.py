@@ -124,9 +124,9 @@ def test_vit_tokens_become_a_grid():
     assert default_layer(vit) == "encoder.layers.encoder_layer_1.ln_1"
     result = seethrough.attribute(vit, x, 1, method="gradcam", layer="encoder.layers.encoder_layer_1")
     assert result.raw.shape == (2, 1, 4, 4)  # 17 tokens: class token dropped, 4 x 4 grid
-    at_ln = seethrough.attribute(vit, x, 1, method="gradcam")
+    at_ln = seethrough.attribute(vit, x, 0, method="gradcam")
     assert at_ln.raw.shape == (2, 1, 4, 4) and at_ln.maps.abs().sum() > 0
-    explicit = seethrough.attribute(vit, x, 1, method="gradcam", grid=(4, 4))
+    explicit = seethrough.attribute(vit, x, 0, method="gradcam", grid=(4, 4))
     torch.testing.assert_close(explicit.maps, at_ln.maps)
     with pytest.raises(InputError, match="grid"):
         seethrough.attribute(vit, x, 1, method="gradcam", grid=(5, 5))

@@ -4,7 +4,8 @@ A method is written as ``function(model, images, target, *, option=default, ...)
 ``Attribution`` with ``maps`` and ``raw``; ``register(name)`` wraps it so that, whatever way it
 is called (through ``attribute`` or ``METHODS[name]`` directly), the images are validated, the
 target is turned into a ``Target``, unknown options raise a clear error, the model is put back
-exactly as it was (also on an exception), parameter gradients are off while it runs (the
+exactly as it was (also on an exception; in training mode the buffers that forward passes
+update, such as batch-norm statistics, are restored too), parameter gradients are off while it runs (the
 methods differentiate with respect to inputs or activations only), and the result records the
 method's name, the resolved targets and every option with its default.
 
@@ -17,8 +18,10 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import replace
 
+import torch
 from torch import nn
 
 from seethrough.attribution.result import Attribution
@@ -30,6 +33,21 @@ Method = Callable[..., Attribution]
 
 #: name -> method ``(model, images, target="predicted", **options) -> Attribution``
 METHODS: dict[str, Method] = {}
+
+
+@contextmanager
+def _buffers_kept(model: nn.Module):
+    """In training mode, forward passes update buffers (batch-norm statistics): put them back."""
+    if not any(module.training for module in model.modules()):
+        yield
+        return
+    saved = [(buffer, buffer.detach().clone()) for buffer in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
 
 
 def register(name: str) -> Callable[[Method], Method]:
@@ -58,7 +76,7 @@ def register(name: str) -> Callable[[Method], Method]:
             bound.apply_defaults()
             recorded = dict(list(bound.arguments.items())[3:])
             recorded.update(recorded.pop(extra, {}) if extra else {})
-            with preserve(model):
+            with preserve(model), _buffers_kept(model):
                 for parameter in model.parameters():
                     parameter.requires_grad_(False)
                 result = function(model, images, goal, **options)
