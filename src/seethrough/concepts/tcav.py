@@ -61,12 +61,17 @@ def _activations_and_gradients(model, layer, images, classes, batch_size):
 
 def concept_activation_vector(positive: np.ndarray, negative: np.ndarray, *, seed: int = 0,
                               regularization: float = 1.0) -> np.ndarray:
-    """Unit normal of a logistic regression separating positive from negative activations."""
+    """Unit normal of a logistic regression separating positive from negative activations.
+
+    Solved in the dual (liblinear): with far fewer examples than dimensions, as usual for a
+    layer's flattened activations, that is an order of magnitude faster than L-BFGS.
+    """
     from sklearn.linear_model import LogisticRegression
 
     x = np.concatenate([positive, negative])
     y = np.r_[np.ones(len(positive)), np.zeros(len(negative))]
-    classifier = LogisticRegression(C=regularization, max_iter=2000, random_state=seed)
+    classifier = LogisticRegression(C=regularization, solver="liblinear", dual=len(x) < x.shape[1],
+                                    max_iter=2000, random_state=seed)
     classifier.fit(x, y)
     v = classifier.coef_[0]
     return v / max(np.linalg.norm(v), 1e-12)
