@@ -4,12 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import ARCHITECTURES, LAST_CONV, small_vit
 from seethrough.errors import InputError
 from seethrough.featureviz import objectives as obj
 from seethrough.featureviz.render import Probe, Renderer, redirected_rule, render_step, visualize
 from seethrough.relu_rules import relu_backward
 from seethrough.trace import capture
+from tests.conftest import ARCHITECTURES, LAST_CONV, small_vit
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "src/seethrough/models/weights/conceptnet.safetensors"
 

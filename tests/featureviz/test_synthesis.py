@@ -5,7 +5,13 @@ import torchvision
 from seethrough.errors import InputError
 from seethrough.featureviz import objectives as obj
 from seethrough.featureviz.render import Probe
-from seethrough.featureviz.synthesis import deepdream, invert, stage_layers, synthesize_texture, transfer_style
+from seethrough.featureviz.synthesis import (
+    deepdream,
+    invert,
+    stage_layers,
+    synthesize_texture,
+    transfer_style,
+)
 from seethrough.featureviz.synthesis.inversion import feature_loss
 from seethrough.featureviz.synthesis.texture import target_grams
 

@@ -16,5 +16,15 @@ from seethrough.featureviz.params import ImageParam, color_correlation_sqrt
 from seethrough.featureviz.render import Probe, Renderer, Visualization, render_step, visualize
 from seethrough.featureviz.transforms import Transforms
 
-__all__ = ["objectives", "Objective", "ImageParam", "color_correlation_sqrt", "Probe", "Renderer",
-           "Visualization", "render_step", "visualize", "Transforms"]
+__all__ = [
+           "ImageParam",
+           "Objective",
+           "Probe",
+           "Renderer",
+           "Transforms",
+           "Visualization",
+           "color_correlation_sqrt",
+           "objectives",
+           "render_step",
+           "visualize",
+]

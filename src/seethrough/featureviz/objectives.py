@@ -137,6 +137,8 @@ def constant(value: float) -> Objective:
 
 def _per_item(units: Units, batch: int | None, name: str) -> tuple[torch.Tensor | int, int | None]:
     """Normalize a unit argument: an int for every item, or a list with one unit per item."""
+    if torch.is_tensor(units):
+        units = units.tolist()
     if isinstance(units, int):
         return units, None
     units = list(units)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from typing import Self
 
 import torch
 from torch import nn
@@ -81,7 +82,7 @@ class Probe:
 
         return record
 
-    def __enter__(self) -> Probe:
+    def __enter__(self) -> Self:
         stack = ExitStack()
         try:
             stack.enter_context(preserve(self.model))
@@ -208,7 +209,7 @@ class Renderer:
         self.probe = Probe(model, objective)
         self.history: list[list[float]] = []
 
-    def __enter__(self) -> Renderer:
+    def __enter__(self) -> Self:
         self.probe.__enter__()
         return self
 

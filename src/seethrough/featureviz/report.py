@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -136,11 +137,17 @@ def section(context):
     from seethrough.errors import SeethroughError
     from seethrough.featureviz import objectives as obj
     from seethrough.featureviz.render import visualize
-    from seethrough.featureviz.synthesis import deepdream, invert, synthesize_texture, transfer_style
+    from seethrough.featureviz.synthesis import (
+        deepdream,
+        invert,
+        synthesize_texture,
+        transfer_style,
+    )
     from seethrough.featureviz.synthesis.layers import stage_layers
     from seethrough.report.html import Section
 
     quick = context.quick
+    start, timings = time.perf_counter(), {}
     steps = 32 if quick else 128
     notes = []
     body = ("<p>Images optimized to excite one unit (Olah et al. 2017): decorrelated Fourier "
@@ -173,6 +180,7 @@ def section(context):
         body += ("<p>Labels under the unit number: the ConceptWorld concept with the highest IoU "
                  "(Network Dissection, on the same validation images) when it passes 0.04.</p>")
         body += _layer_grids(net, "ConceptNet", layers, images, 6, 64, steps * 2, labels_for)
+    timings["ConceptNet"] = time.perf_counter()
 
     # MobileNetV2 on the sample photos
     model = context.imagenet_model
@@ -185,14 +193,16 @@ def section(context):
     body += ("<p>Top crops come from only seven photos (four sample photos, three textures, plus "
              "mirror images): a small stand-in for the dataset examples of the Distill article.</p>")
     body += _layer_grids(model, "MobileNetV2", ["features.4", "features.8", "features.14"], dataset,
-                         6, 128, steps)
+                         6, 112, steps)
+    timings["MobileNetV2 channels"] = time.perf_counter()
 
-    classes = [1, 9, 130, 980, 417]
+    classes = [1, 9, 130, 980]
     result = visualize(model, obj.class_logit(classes), steps=steps, size=128)
     body += "<h4>Class visualizations (logit)</h4>" + _row(
         result.images, [f"{c}: {model.class_names[c]}" for c in classes])
 
-    small = torch.nn.functional.interpolate(photos, size=160, mode="bilinear", antialias=True,
+    timings["classes"] = time.perf_counter()
+    small = torch.nn.functional.interpolate(photos, size=128, mode="bilinear", antialias=True,
                                             align_corners=False)
     dreams = deepdream(model, small[:2], layer="features.10", steps=5 if quick else 10)
     body += "<h4>DeepDream (features.10, 4 octaves)</h4>" + _row(
@@ -201,22 +211,29 @@ def section(context):
     cat = small[names.index("cat")][None] if "cat" in names else small[:1]
     inversions, captions = [cat], ["original"]
     for layer in ("features.3", "features.7", "features.14"):
-        inversions.append(invert(model, cat, layer, steps=steps + 22).images)
+        inversions.append(invert(model, cat, layer, steps=steps).images)
         captions.append(f"inverted from {layer}")
     body += "<h4>Feature inversion (Mahendran & Vedaldi 2015)</h4>" + _row(torch.cat(inversions), captions)
 
-    texture_images = torch.nn.functional.interpolate(textures, size=128, mode="bilinear", antialias=True,
+    timings["DeepDream and inversion"] = time.perf_counter()
+    texture_images = torch.nn.functional.interpolate(textures, size=112, mode="bilinear", antialias=True,
                                                      align_corners=False)
     made, captions = [], []
     for texture, label in zip(texture_images[[0, 2]], ["brick", "gravel"]):
-        made += [texture[None], synthesize_texture(model, texture[None], steps=steps + 22).images]
+        made += [texture[None], synthesize_texture(model, texture[None], steps=steps).images]
         captions += [label, f"{label}, synthesized"]
     body += "<h4>Texture synthesis (Gatys et al. 2015)</h4>" + _row(torch.cat(made), captions)
 
-    style = torch.nn.functional.interpolate(textures[[2]], size=160, mode="bilinear", antialias=True,
+    style = torch.nn.functional.interpolate(textures[[2]], size=128, mode="bilinear", antialias=True,
                                             align_corners=False)
-    styled = transfer_style(model, cat, style, steps=steps + 22)
+    styled = transfer_style(model, cat, style, steps=steps)
     body += "<h4>Style transfer (Gatys et al. 2016)</h4>" + _row(
         torch.cat([cat, style, styled.images]),
         ["content", "style", f"styled (content {styled.settings['content_layer']})"])
+    timings["texture and style"] = time.perf_counter()
+    previous, spent = start, []
+    for part, moment in timings.items():
+        spent.append(f"{part} {moment - previous:.0f} s")
+        previous = moment
+    notes.append("time: " + ", ".join(spent))
     return Section("Feature visualization", body, notes=notes)

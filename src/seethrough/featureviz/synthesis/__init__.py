@@ -12,4 +12,4 @@ from seethrough.featureviz.synthesis.layers import stage_layers
 from seethrough.featureviz.synthesis.style import transfer_style
 from seethrough.featureviz.synthesis.texture import synthesize_texture
 
-__all__ = ["deepdream", "invert", "synthesize_texture", "transfer_style", "stage_layers"]
+__all__ = ["deepdream", "invert", "stage_layers", "synthesize_texture", "transfer_style"]
