@@ -172,6 +172,7 @@ def best_units_html(model, result: Dissection, dataset, *, per_layer: int = 4, k
 
 
 # -- the report section --------------------------------------------------------------------------
+CONCEPTNET_LAYERS = ["features.block3", "features.block4", "features.block5"]
 IMAGENET_LAYERS = ["features.3", "features.6", "features.10", "features.13", "features.16"]
 IMAGENET_SIZE = 112  # MobileNetV2 dissected on ConceptWorld at 112 px to keep it fast
 
@@ -196,7 +197,7 @@ def dissection_section(context):
     world = ConceptWorld("val", length=length, size=64)
 
     if conceptnet is not None:
-        layers = default_layers(conceptnet)[-3:]
+        layers = CONCEPTNET_LAYERS
         result = dissect(conceptnet, layers, world, **options)
         body.append("<h3>ConceptNet on ConceptWorld</h3>")
         body.append(figure_html(detectors_figure(result, "ConceptNet: unique detectors per "

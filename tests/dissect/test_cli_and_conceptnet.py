@@ -1,0 +1,49 @@
+"""The `seethrough dissect` command, and dissection of the bundled ConceptNet."""
+from __future__ import annotations
+
+import pytest
+
+from seethrough.cli import main
+from seethrough.data import ConceptWorld
+from seethrough.dissect import dissect
+from seethrough.models.conceptnet import WEIGHTS_DIR
+from tests.dissect.test_run import Frozen
+
+HAS_CONCEPTNET = (WEIGHTS_DIR / "conceptnet.safetensors").is_file()
+
+
+def test_cli_runs_an_experiment_and_draws_it(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["dissect", "torchvision:resnet18", "--layers", "layer2", "--images", "16",
+                 "--size", "64", "--batch-size", "16", "--experiment", "shuffle",
+                 "--out", str(out)])
+    assert code == 0
+    for name in ("units.csv", "detectors.csv", "detectors.png", "shuffle.png", "shuffle.csv",
+                 "dissection.pt"):
+        assert (out / name).is_file(), name
+    assert "colour" in capsys.readouterr().out
+
+
+def test_cli_bad_layer_is_one_line(tmp_path, capsys):
+    code = main(["dissect", "torchvision:resnet18", "--layers", "layer9", "--images", "4",
+                 "--size", "64", "--out", str(tmp_path)])
+    assert code == 2
+    assert "no layer named 'layer9'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not HAS_CONCEPTNET, reason="ConceptNet weights are not trained yet")
+def test_conceptnet_last_layers_hold_colour_and_shape_detectors():
+    from seethrough.models import load_model
+
+    model = load_model("conceptnet")
+    world = Frozen(ConceptWorld("val", length=100, size=64))
+    result = dissect(model, ["features.block4", "features.block5"], world, batch_size=50,
+                     progress=False)
+    frame = result.to_frame()
+    for layer in ("features.block4", "features.block5"):
+        best = frame[frame.layer == layer].groupby("category").iou.max()
+        assert best["colour"] > 0.1, best
+        assert best["shape"] > 0.08, best
+    counts = result.unique_detectors().set_index(["layer", "category"]).unique_detectors
+    assert counts["features.block5", "colour"] >= 3
+    assert counts["features.block5", "shape"] >= 2
