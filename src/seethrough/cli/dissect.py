@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     counts = result.unique_detectors()
     write_text_atomic(out / "detectors.csv", counts.to_csv(index=False))
     _save(figures.detectors_figure(result), out / "detectors.png")
-    print(counts.pivot(index="layer", columns="category", values="unique_detectors").to_string())
+    print(figures.counts_table(result).to_string(index=False))
     last = list(result.layers)[-1]
     if args.experiment in ("noise", "rotation", "shuffle"):
         frame = experiments.robustness(model, layers, data, kind=args.experiment, **options)

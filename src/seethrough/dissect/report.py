@@ -41,6 +41,15 @@ def default_layers(model, input_size=None, *, activations=("ReLU", "ReLU6", "SiL
     return list(chosen.values())
 
 
+def counts_table(result: Dissection):
+    """Unique detectors as a layer x category table, layers in network order."""
+    counts = result.unique_detectors()
+    table = counts.pivot(index="layer", columns="category", values="unique_detectors")
+    table = table.reindex(index=list(result.layers), columns=list(result.vocabulary.categories))
+    table.index = [name.replace("net.", "") for name in table.index]
+    return table.rename_axis("layer").reset_index().rename_axis(None, axis=1)
+
+
 def detectors_figure(result: Dissection, title: str = ""):
     """Grouped bars: unique detectors per category for each layer."""
     from matplotlib.figure import Figure
@@ -204,6 +213,7 @@ def dissection_section(context):
                                                           "category"),
                                 f"{length} validation images at 64 px, quantile 0.005, IoU > 0.04"))
         body.append(best_units_html(conceptnet, result, world, per_layer=3))
+        body.append(table_html(counts_table(result)))
         last = layers[-1]
         frame = result.to_frame()
         body.append("<h4>Do detectors survive noise, rotation and shuffled patches?</h4>")
@@ -231,7 +241,5 @@ def dissection_section(context):
     body.append(figure_html(detectors_figure(result, "MobileNetV2: unique detectors per category"),
                             f"{len(world_big)} images at {IMAGENET_SIZE} px"))
     body.append(best_units_html(mobilenet, result, world_big, per_layer=2))
-    counts = result.unique_detectors()
-    body.append(table_html(counts.pivot(index="layer", columns="category",
-                                        values="unique_detectors").reset_index()))
+    body.append(table_html(counts_table(result)))
     return Section("Network Dissection", "\n".join(body), notes=notes)
