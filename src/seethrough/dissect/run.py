@@ -132,6 +132,15 @@ def _fingerprint(**items) -> str:
     return hashlib.sha1(repr(sorted(items.items())).encode()).hexdigest()[:16]
 
 
+def _dataset_key(dataset) -> str:
+    """The dataset's own repr, or (for the default repr, which holds a memory address) its type
+    and a digest of its first image, so that a checkpoint resumes in a new process."""
+    if type(dataset).__repr__ is not object.__repr__:
+        return repr(dataset)
+    first = torch.as_tensor(dataset[0]["image"]).double()
+    return f"{type(dataset).__qualname__}:{float(first.sum())!r}:{float((first**2).sum())!r}"
+
+
 def _model_fingerprint(model: nn.Module) -> str:
     digest = hashlib.sha1()
     for name, tensor in model.state_dict().items():
@@ -205,7 +214,7 @@ def dissect(
             raise InputError(f"thresholds given for some layers but not for {missing}")
 
     fingerprint = _fingerprint(
-        names=names, length=len(dataset), dataset=repr(dataset), batch_size=batch_size,
+        names=names, length=len(dataset), dataset=_dataset_key(dataset), batch_size=batch_size,
         quantile=quantile, bins=bins, upsample=upsample, model=_model_fingerprint(model),
         basis={k: float(v.double().sum()) for k, v in (basis or {}).items()},
         thresholds={k: float(v.sum()) for k, v in (given or {}).items()},
