@@ -57,7 +57,24 @@ CUE_COLOURS = ["red", "yellow", "green", "cyan", "blue", "purple", "white", "bla
 SPLITS = {"train": 0, "val": 1, "test": 2}
 
 _RGB = np.array(list(COLOURS.values()), dtype=np.float32)
-_TEXTURE_AMPLITUDE = 0.35  # texture shifts brightness by +-0.175: the colour stays the nearest
+
+
+def _texture_amplitudes(rgb: np.ndarray, margin: float = 0.85) -> np.ndarray:
+    """Per colour, the largest brightness swing (<= 0.36) a texture may add while every shade
+    stays clearly nearest to its own colour: a pixel labelled red is visibly red."""
+    shades = np.linspace(-0.5, 0.5, 21, dtype=np.float32)[:, None]
+    amplitudes = np.full(len(rgb), 0.08, np.float32)
+    for k, ref in enumerate(rgb):
+        for amplitude in np.arange(0.36, 0.08, -0.02, dtype=np.float32):
+            pixels = np.clip(ref + amplitude * shades, 0, 1)
+            d = np.linalg.norm(pixels[:, None] - rgb[None], axis=2)
+            if (d[:, k] < margin * np.delete(d, k, axis=1).min(axis=1)).all():
+                amplitudes[k] = amplitude
+                break
+    return amplitudes
+
+
+_TEXTURE_AMPLITUDE = _texture_amplitudes(_RGB)
 _DISTRACTOR_COUNTS = (0, 1, 2)
 _ROTATION = np.deg2rad(20.0)
 
@@ -320,7 +337,7 @@ class ConceptWorld(Dataset):
             texture = int(rng.integers(len(TEXTURES)))
             oy, ox = rng.integers(0, s, 2)
             tex = canvases[texture, oy : oy + s, ox : ox + s][mask]
-            img[mask] = _RGB[colour] + _TEXTURE_AMPLITUDE * (tex[:, None] - 0.5)
+            img[mask] = _RGB[colour] + _TEXTURE_AMPLITUDE[colour] * (tex[:, None] - 0.5)
             colour_map[mask], shape_map[mask], texture_map[mask] = colour + 1, shape + 1, texture + 1
             owner[mask] = k
 
