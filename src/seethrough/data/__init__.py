@@ -17,7 +17,7 @@ _EXPORTS = {
     "write_broden": "seethrough.data.broden",
     "sample_grid": "seethrough.data.pictures",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = ["BrodenDataset", "ConceptWorld", "sample_grid", "write_broden"]
 
 
 def __getattr__(name: str):

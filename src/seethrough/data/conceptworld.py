@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -151,7 +152,10 @@ def texture_canvases(size: int) -> np.ndarray:
     period = max(4.0, size / 8)
     w = 2 * np.pi / period
     rng = np.random.default_rng(20240611)
-    stripes = lambda t: (np.sin(t) > 0).astype(np.float32)  # noqa: E731
+
+    def stripes(phase: np.ndarray) -> np.ndarray:
+        return (np.sin(phase) > 0).astype(np.float32)
+
     cell_y, cell_x = np.mod(y, period) - period / 2, np.mod(x, period) - period / 2
     canvases = {
         "stripes_horizontal": stripes(w * y),
@@ -242,15 +246,15 @@ class ConceptWorld(Dataset):
         True
     """
 
-    categories: dict[str, list[str]] = {
+    categories: ClassVar[dict[str, list[str]]] = {
         "colour": ["none", *COLOURS],
         "shape": ["none", *SHAPES],
         "texture": ["none", *TEXTURES],
         "scene": ["none", *SCENES],
     }
-    class_names: list[str] = list(SHAPES)
-    colour_rgb: dict[str, tuple[float, float, float]] = dict(COLOURS)
-    cue_colours: list[str] = list(CUE_COLOURS)
+    class_names: ClassVar[list[str]] = list(SHAPES)
+    colour_rgb: ClassVar[dict[str, tuple[float, float, float]]] = dict(COLOURS)
+    cue_colours: ClassVar[list[str]] = list(CUE_COLOURS)
 
     def __init__(
         self,
