@@ -112,9 +112,9 @@ def test_rendered_channel_beats_noise_on_a_random_model():
     model = torchvision.models.resnet18(num_classes=10).eval()
     channels = [0, 5, 9]
     # random filters are phase-specific, so no robustness transforms here (they are for trained nets)
-    result = visualize(model, obj.channel("layer2", channels), steps=40, size=48, lr=0.1,
+    result = visualize(model, obj.channel("layer2", channels), steps=30, size=32, lr=0.1,
                        transforms="none")
-    noise = torch.rand(16, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    noise = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     on_noise = capture(model, noise, "layer2")["layer2"].output[:, channels].mean((2, 3))
     rendered = capture(model, result.images, "layer2")["layer2"].output
     rendered = rendered[torch.arange(3), channels].mean((1, 2))
