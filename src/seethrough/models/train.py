@@ -109,8 +109,8 @@ def train_conceptnet(*, seed: int = 0, bias: float = 0.0, out: str | Path | None
             loss.backward()
             optimizer.step()
             schedule.step()
-            total += float(loss)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            total += loss.item()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
         model.eval()
         val_accuracy, _ = accuracy(model, *val_data["val"])
         history.append({"epoch": epoch + 1, "loss": total / steps_per_epoch,
@@ -158,4 +158,4 @@ def save(model, card: dict, out: Path) -> None:
         os.replace(temporary, out.with_suffix(suffix))
 
 
-__all__ = ["train_conceptnet", "accuracy", "generate", "WEIGHTS_DIR"]
+__all__ = ["WEIGHTS_DIR", "accuracy", "generate", "train_conceptnet"]
