@@ -166,9 +166,13 @@ class BrodenDataset(torch.utils.data.Dataset):
     """A Broden-format folder as a dataset yielding the ConceptWorld sample dict.
 
     Global label numbers are mapped back to per-category codes (the order of ``c_<cat>.csv``),
-    so ``categories[name][code]`` names a pixel's label as in ConceptWorld. ``object_mask`` is
-    the pixels of the class's shape and ``cue_mask`` the coloured pixels outside any shape
-    (exact for ConceptWorld folders); ``label`` is -1 when the index has no ``class`` column.
+    so ``categories[name][code]`` names a pixel's label as in ConceptWorld. Broden's ``color``,
+    ``object``, ``texture`` become ``colour``, ``shape``, ``texture``; other pixel categories of a
+    real Broden (``part``, ``material``) keep their names; masks have the label size ``(sh, sw)``,
+    several label files of one category are layered (later nonzero pixels win) and image-level
+    numbers fill the whole mask. ``object_mask`` is the pixels of the class's shape and
+    ``cue_mask`` the coloured pixels outside any shape (exact for ConceptWorld folders);
+    ``label`` is -1 when the index has no ``class`` column.
 
     Args:
         folder: the folder holding ``index.csv``.
@@ -182,15 +186,20 @@ class BrodenDataset(torch.utils.data.Dataset):
         self.split = split or (self.rows[0]["split"] if self.rows else "train")
         self.categories: dict[str, list[str]] = {}
         self._lookup: dict[str, np.ndarray] = {}
+        self._columns: dict[str, str] = {}  # our category name -> index.csv column
         size = 1 + max(int(r["number"]) for r in _read_csv(self.folder / "label.csv"))
-        for category, broden in BRODEN_NAMES.items():
-            path = self.folder / f"c_{broden}.csv"
-            entries = _read_csv(path) if path.is_file() else []
+        ours = {broden: name for name, broden in BRODEN_NAMES.items()}
+        for broden in self._broden_categories():
+            entries = _read_csv(self.folder / f"c_{broden}.csv")
+            category = ours.get(broden, broden)
             self.categories[category] = ["none"] + [e["name"] for e in entries]
             lookup = np.zeros(size, np.int64)
             for e in entries:
                 lookup[int(e["number"])] = int(e["code"])
             self._lookup[category] = lookup
+            self._columns[category] = broden
+        for category in BRODEN_NAMES:
+            self.categories.setdefault(category, ["none"])
         classes = self.folder / "class.csv"
         self.class_names = [r["name"] for r in _read_csv(classes)] if classes.is_file() else []
 
@@ -199,6 +208,13 @@ class BrodenDataset(torch.utils.data.Dataset):
 
     def __repr__(self) -> str:
         return f"BrodenDataset({str(self.folder)!r}, {len(self)} images)"
+
+    def _broden_categories(self) -> list[str]:
+        """Category names from ``category.csv``, else from the ``c_*.csv`` files present."""
+        path = self.folder / "category.csv"
+        names = [r["name"] for r in _read_csv(path)] if path.is_file() else []
+        names = names or sorted(p.stem[2:] for p in self.folder.glob("c_*.csv"))
+        return [n for n in names if (self.folder / f"c_{n}.csv").is_file()]
 
     def _pixel_codes(self, value: str, category: str, shape: tuple[int, int]) -> np.ndarray:
         """Codes (H, W) from ``;``-joined label files or image-level numbers; later layers win."""
@@ -216,11 +232,13 @@ class BrodenDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         row = self.rows[index]
         image = np.asarray(Image.open(self.folder / "images" / row["image"]).convert("RGB"))
-        shape = image.shape[:2]
-        masks = {c: self._pixel_codes(row.get(BRODEN_NAMES[c]) or "", c, shape)
-                 for c in PIXEL_CATEGORIES}
+        shape = (int(row["sh"]), int(row["sw"]))
+        masks = {c: self._pixel_codes(row.get(column) or "", c, shape)
+                 for c, column in self._columns.items() if c != "scene"}
+        for c in PIXEL_CATEGORIES:
+            masks.setdefault(c, np.zeros(shape, np.int64))
         scenes = [int(v) for v in (row.get("scene") or "").split(";") if v.isdigit()]
-        scene = int(self._lookup["scene"][scenes[0]]) if scenes else 0
+        scene = int(self._lookup["scene"][scenes[0]]) if scenes and "scene" in self._lookup else 0
         label = int(row["class"]) if row.get("class", "").lstrip("-").isdigit() else -1
         cue_mask = (masks["colour"] > 0) & (masks["shape"] == 0)
         cue = int(masks["colour"][cue_mask][0]) if cue_mask.any() else 0
