@@ -8,7 +8,8 @@ Baselines: one forward+backward of the whole model on the same batch at the size
 (a) with gradients to the input only (what a visualization needs) and (b) also to the weights
 (what a plain ``loss.backward()`` does). Lucent (``pip install --no-deps torch-lucent kornia
 kornia_rs decorator``) runs the same objective, parameterization (Fourier, decorrelated), Lucid's
-standard transforms and Adam 0.05; its time per step is the difference of two runs divided by the
+standard transforms and Adam 0.05 (kornia's two moved functions are aliased back for Lucent,
+which pins kornia<=0.4.1); its time per step is the difference of two runs divided by the
 step difference, so its set-up is not counted.
 """
 from __future__ import annotations
@@ -53,9 +54,15 @@ def seethrough_step(model, objective, batch: int, size: int, steps: int, redirec
 
 def lucent_step(model, layer: str | None, units: list[int], size: int, steps: int) -> tuple[float | None, str]:
     try:
+        import kornia
         from lucent.optvis import objectives, param, render, transform
     except Exception as error:  # noqa: BLE001 - report any import failure as the reason
         return None, f"Lucent not importable: {type(error).__name__}: {error}"
+    # Lucent pins kornia<=0.4.1, which no longer installs with current torch; newer kornia keeps
+    # the same two functions under kornia.geometry.transform only
+    for name in ("get_rotation_matrix2d", "warp_affine"):
+        if not hasattr(kornia, name):
+            setattr(kornia, name, getattr(kornia.geometry.transform, name))
     # Lucent names layers with "_" for "."; its channel() indexes [batch, n] and takes the mean,
     # which for (N, classes) logits read through an Identity named "labels" is the logit
     name = "labels" if layer is None else layer.replace(".", "_")
@@ -119,11 +126,13 @@ def main() -> None:
     print(f"forward+backward to the input: {fb_input * 1e3:.0f} ms at {seen}px, {fb_native * 1e3:.0f} ms at "
           f"{args.size}px; also to the weights: {fb_weights * 1e3:.0f} ms at {seen}px\n")
     print("| objective | seethrough ms/step | ÷ fwd+bwd (input) | ÷ fwd+bwd (+weights) | "
-          "with redirected ReLU ÷ fwd+bwd | Lucent ms/step | Lucent ÷ fwd+bwd (input) |")
-    print("|---|---|---|---|---|---|---|")
+          f"÷ fwd+bwd at {args.size}px | with redirected ReLU ÷ fwd+bwd | Lucent ms/step | "
+          "Lucent ÷ fwd+bwd (input) |")
+    print("|---|---|---|---|---|---|---|---|")
     for label, ours, redirected, theirs, why in rows:
         lucent = f"{theirs * 1e3:.0f} | {theirs / fb_input:.2f}×" if theirs else f"— | {why}"
         print(f"| {label} | {ours * 1e3:.0f} | {ours / fb_input:.2f}× | {ours / fb_weights:.2f}× | "
+              f"{ours / fb_native:.2f}× | "
               f"{redirected / fb_input:.2f}× | {lucent} |")
 
 
