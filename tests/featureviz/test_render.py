@@ -125,15 +125,16 @@ def test_rendered_channel_beats_noise_on_a_random_model():
 @pytest.mark.skipif(not WEIGHTS.is_file(), reason="ConceptNet weights not built yet")
 def test_conceptnet_channel_beats_every_validation_image():
     from seethrough.data import ConceptWorld
+    from seethrough.featureviz.report import most_active_channels
     from seethrough.featureviz.synthesis import stage_layers
     from seethrough.models import load_model
 
     model = load_model("conceptnet")
-    layer = stage_layers(model)[-1]
-    channels = [0, 1, 2, 3]
-    result = visualize(model, obj.channel(layer, channels), steps=64, size=64)
+    layer = stage_layers(model)[-2]
     world = ConceptWorld("val", length=64, size=64)
     images = torch.stack([world[i]["image"] for i in range(len(world))])
+    channels = most_active_channels(model, images, layer, 4)  # live units, not dead ones
+    result = visualize(model, obj.channel(layer, channels), steps=96, size=64)
     on_data = capture(model, images, layer)[layer].output[:, channels].mean((2, 3))
     rendered = capture(model, result.images, layer)[layer].output
     rendered = rendered[torch.arange(4), channels].mean((1, 2))
