@@ -15,11 +15,10 @@ HAS_CONCEPTNET = (WEIGHTS_DIR / "conceptnet.safetensors").is_file()
 def test_cli_runs_an_experiment_and_draws_it(tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["dissect", "torchvision:resnet18", "--layers", "layer2", "--images", "16",
-                 "--size", "64", "--batch-size", "16", "--experiment", "shuffle",
+                 "--size", "64", "--batch-size", "16", "--experiment", "pca",
                  "--out", str(out)])
     assert code == 0
-    for name in ("units.csv", "detectors.csv", "detectors.png", "shuffle.png", "shuffle.csv",
-                 "dissection.pt"):
+    for name in ("units.csv", "detectors.csv", "detectors.png", "pca.png", "dissection.pt"):
         assert (out / name).is_file(), name
     assert "colour" in capsys.readouterr().out
 
