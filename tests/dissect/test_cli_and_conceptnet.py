@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from seethrough.cli import main
 from seethrough.data import ConceptWorld
@@ -13,6 +14,7 @@ HAS_CONCEPTNET = (WEIGHTS_DIR / "conceptnet.safetensors").is_file()
 
 
 def test_cli_runs_an_experiment_and_draws_it(tmp_path, capsys):
+    torch.manual_seed(0)  # the random-weight model the command builds
     out = tmp_path / "out"
     code = main(["dissect", "torchvision:resnet18", "--layers", "layer2", "--images", "16",
                  "--size", "64", "--batch-size", "16", "--experiment", "pca",

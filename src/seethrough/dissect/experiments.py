@@ -233,6 +233,9 @@ def concept_pca(model: nn.Module, layer: str, dataset, concept: str, *, category
                 batch_size: int = 32, components: int = 5) -> ConceptPCA:
     """SVD of the layer's activations at positions covered (> 50 %) by ``concept``.
 
+    An image-level concept (scene) covers every position of the images that carry it. When no
+    position is covered to 50 % (a small concept, a coarse layer), every touched one is used.
+
     Activations are standardized per unit (mean 0, std 1 over those positions) first, so a unit
     cannot dominate just by its scale.
     """
@@ -251,9 +254,13 @@ def concept_pca(model: nn.Module, layer: str, dataset, concept: str, *, category
     for images, labels in loader:
         acts = layer_activations(model, [name], images.to(device))[name].cpu()
         present = (labels.pixel == index).any(1).float()[:, None]  # (N, 1, H, W)
-        cover = F.adaptive_avg_pool2d(present, acts.shape[-2:])[:, 0] > 0.5
-        rows.append(acts.permute(0, 2, 3, 1)[cover])
-    x = torch.cat(rows).double()
+        whole = (labels.image == index).any(1)  # an image-level concept covers its images
+        present[whole] = 1.0
+        cover = F.adaptive_avg_pool2d(present, acts.shape[-2:])[:, 0]
+        rows.append((acts.permute(0, 2, 3, 1), cover))
+    x = torch.cat([a[c > 0.5] for a, c in rows]).double()
+    if len(x) < 2:  # a small concept: every position it touches
+        x = torch.cat([a[c > 0] for a, c in rows]).double()
     if len(x) < 2:
         raise InputError(f"concept {concept!r} covers no position of layer {layer!r} in this data")
     x = (x - x.mean(0)) / x.std(0).clamp_min(1e-12)
