@@ -43,6 +43,7 @@ def _atomic(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
     """Write a file through a temporary in the same folder, then rename it into place."""
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; the folder is meant to be shared
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(temporary, path)

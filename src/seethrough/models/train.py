@@ -155,6 +155,7 @@ def save(model, card: dict, out: Path) -> None:
         fd, temporary = tempfile.mkstemp(dir=out.parent, suffix=".part")
         os.close(fd)
         write(temporary)
+        os.chmod(temporary, 0o644)  # mkstemp makes 0600; shipped weights must be readable
         os.replace(temporary, out.with_suffix(suffix))
 
 
