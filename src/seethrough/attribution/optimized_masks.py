@@ -97,8 +97,12 @@ def meaningful_perturbation(
 
 
 def _smooth_mask(parameters: torch.Tensor, size, sigma: float) -> torch.Tensor:
-    """Low-resolution mask parameters -> smooth full-resolution mask in [0, 1]."""
-    return gaussian_blur(upsample(parameters, size), sigma).clamp(0, 1)
+    """Low-resolution mask parameters in [0, 1] -> smooth full-resolution mask in [0, 1].
+
+    No clamp here: the blur of ones can round to just above 1, and a clamp there would stop
+    every gradient (the parameters start at 1).
+    """
+    return gaussian_blur(upsample(parameters, size), sigma)
 
 
 @register("extremal_perturbation")
@@ -166,6 +170,6 @@ def extremal_perturbation(
                     parameters.clamp_(0, 1)
                 weight *= growth
         with torch.no_grad():
-            masks.append(_smooth_mask(parameters, size, sigma * scale))
+            masks.append(_smooth_mask(parameters, size, sigma * scale).clamp(0, 1))
     raw = torch.cat(masks).view(len(images), len(areas), *size)
     return Attribution(raw.mean(1, keepdim=True), raw=raw, options={"areas": areas})
