@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from seethrough.models.conceptnet import MEAN, STD, WEIGHTS_DIR, build_conceptnet
 
-DEFAULTS = {"n_train": 16_000, "n_val": 2_000, "epochs": 8, "batch_size": 128, "lr": 4e-3,
+DEFAULTS = {"n_train": 12_000, "n_val": 2_000, "epochs": 6, "batch_size": 128, "lr": 4e-3,
             "weight_decay": 5e-4, "size": 64}
 
 
