@@ -19,8 +19,11 @@ WEIGHTS = Path(seethrough.__file__).parent / "models" / "weights" / "conceptnet.
 pytestmark = pytest.mark.skipif(not WEIGHTS.is_file(), reason="ConceptNet weights not built yet")
 
 TOLERANCE = 4
+COUNT = 32
+#: fewer path steps / noise samples than the papers' 50, to stay fast (the maps barely change)
 METHODS = {
-    "saliency": {}, "input_x_gradient": {}, "integrated_gradients": {}, "smoothgrad": {},
+    "saliency": {}, "input_x_gradient": {}, "integrated_gradients": {"n_steps": 16},
+    "smoothgrad": {"n_samples": 20},
     "guided_backprop": {}, "deconvnet": {}, "cam": {}, "gradcam": {}, "gradcam_plus_plus": {},
     "scorecam": {}, "guided_gradcam": {},
 }
@@ -28,7 +31,7 @@ METHODS = {
 
 @pytest.fixture(scope="module")
 def world():
-    samples = [ConceptWorld("val", length=48)[i] for i in range(48)]
+    samples = [ConceptWorld("val", length=COUNT)[i] for i in range(COUNT)]
     images = torch.stack([s["image"] for s in samples])
     labels = torch.tensor([s["label"] for s in samples])
     masks = torch.stack([s["object_mask"] for s in samples])[:, None].float()

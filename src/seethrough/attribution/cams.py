@@ -46,7 +46,7 @@ def activations_and_gradients(
     for part in chunks(len(images), batch_size, desc="activations"):
         leaves: list[torch.Tensor] = []
 
-        def cut(output: torch.Tensor) -> torch.Tensor:
+        def cut(output: torch.Tensor, leaves: list = leaves) -> torch.Tensor:
             torch.set_grad_enabled(True)  # autograd from here on; the no_grad block restores it
             leaf = output.detach().requires_grad_()
             leaves.append(leaf)

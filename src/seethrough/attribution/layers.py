@@ -62,7 +62,7 @@ def to_grid(activation: torch.Tensor, layer: str, grid: tuple[int, int] | None =
         )
     count, tokens, width = activation.shape
     if grid is None:
-        for extra in range(0, min(tokens, 9)):
+        for extra in range(min(tokens, 9)):
             side = math.isqrt(tokens - extra)
             if side > 1 and side * side == tokens - extra:
                 grid = (side, side)
