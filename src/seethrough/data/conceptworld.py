@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from seethrough.errors import InputError
+
 #: named colours (index = label value; 0 is none) and their reference RGB in [0, 1]
 COLOURS: dict[str, tuple[float, float, float]] = {
     "red": (0.85, 0.10, 0.10),
@@ -266,11 +268,11 @@ class ConceptWorld(Dataset):
         cue: bool | None = None,
     ):
         if split not in SPLITS:
-            raise ValueError(f"split must be one of {sorted(SPLITS)}, not {split!r}")
+            raise InputError(f"split must be one of {sorted(SPLITS)}, not {split!r}")
         if not 0.0 <= bias <= 1.0:
-            raise ValueError(f"bias must be in [0, 1], not {bias}")
+            raise InputError(f"bias must be in [0, 1], not {bias}")
         if size < 32:
-            raise ValueError(f"size must be at least 32 pixels, not {size}")
+            raise InputError(f"size must be at least 32 pixels, not {size}")
         self.split, self.length, self.seed, self.size = split, int(length), int(seed), int(size)
         self.bias = float(bias)
         self.cue = bias > 0 if cue is None else bool(cue)
