@@ -33,6 +33,9 @@ _EXPORTS = {
     "visualize": "seethrough.featureviz",
     "objectives": "seethrough.featureviz",
     "dissect": "seethrough.dissect",
+    "ConceptWorld": "seethrough.data.conceptworld",
+    "BrodenDataset": "seethrough.data.broden",
+    "write_broden": "seethrough.data.broden",
 }
 
 
