@@ -111,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         titles = [Path(path).name for path in args.images]
     target = _target(args.target, labels, len(images))
     results = run_methods(model, images, methods, target=target, layer=args.layer,
-                          options=report_options(args.quick), batch_size=args.batch_size)
+                          options=report_options(args.quick, image_size=size),
+                          batch_size=args.batch_size)
     out = Path(args.out)
     classes = getattr(model, "class_names", None) or []
     explained = next(iter(results.values()))[0].target
