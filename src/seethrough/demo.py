@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from seethrough.atomic import write_text_atomic
 from seethrough.errors import InputError
 from seethrough.report import Section, write_report
-from seethrough.report.html import write_text_atomic
 
 #: key -> "module:function"; the order of the report
 SECTIONS = {

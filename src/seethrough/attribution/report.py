@@ -276,22 +276,3 @@ def section(context):
              f"image) and on the object, {count} images, predicted class.</p>")
     body += table_html(table)
     return Section("Attribution", body, notes=notes)
-
-
-def write_png_atomic(figure, path) -> None:
-    """Save a matplotlib Figure to ``path`` via a temporary file and a rename."""
-    import os
-    import tempfile
-    from pathlib import Path
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        figure.savefig(temporary, format="png", dpi=110, bbox_inches="tight")
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-

@@ -65,17 +65,16 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from seethrough.atomic import save_figure_atomic, write_text_atomic
     from seethrough.attribution.report import (
         method_names,
         methods_figure,
         report_options,
         run_methods,
         score_methods,
-        write_png_atomic,
     )
     from seethrough.errors import InputError
     from seethrough.models import load_model
-    from seethrough.report.html import write_text_atomic
 
     methods = method_names(args.methods)
     if bool(args.images) == (args.conceptworld is not None):
@@ -118,8 +117,8 @@ def run(args: argparse.Namespace) -> int:
     explained = next(iter(results.values()))[0].target
     if explained is not None:
         titles = [f"{t} -> {classes[int(c)] if classes else int(c)}" for t, c in zip(titles, explained)]
-    write_png_atomic(methods_figure(images, results, masks=masks, row_titles=titles),
-                     out / "attribution.png")
+    save_figure_atomic(methods_figure(images, results, masks=masks, row_titles=titles),
+                       out / "attribution.png", dpi=110)
     print(f"grid written to {(out / 'attribution.png').resolve()}")
     if not args.no_scores:
         pixels = images.shape[-1] * images.shape[-2]

@@ -49,11 +49,11 @@ def _dataset(args, model):
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from seethrough.atomic import write_text_atomic
     from seethrough.dissect import dissect, experiments
     from seethrough.dissect import report as figures
     from seethrough.errors import InputError
     from seethrough.models import load_model
-    from seethrough.report.html import write_text_atomic
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -97,10 +97,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _save(figure, path) -> None:
-    import os
-    import tempfile
+    from seethrough.atomic import save_figure_atomic
 
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".png")
-    os.close(fd)
-    figure.savefig(tmp, dpi=100, bbox_inches="tight")
-    os.replace(tmp, path)
+    save_figure_atomic(figure, path)

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     table = layers(model, shape)
     print(table)
     if args.csv:
-        from seethrough.report.html import write_text_atomic
+        from seethrough.atomic import write_text_atomic
 
         write_text_atomic(args.csv, table.to_frame().to_csv(index=False))
     return 0

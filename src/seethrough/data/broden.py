@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from seethrough.atomic import atomic_path
 from seethrough.errors import InputError
 
 #: our category name -> Broden's column name
@@ -41,15 +40,8 @@ COLUMNS = ["image", "split", "ih", "iw", "sh", "sw",
 
 def _atomic(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
     """Write a file through a temporary in the same folder, then rename it into place."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; the folder is meant to be shared
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        write(handle)
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:

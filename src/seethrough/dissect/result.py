@@ -7,13 +7,12 @@ Example:
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from seethrough.atomic import atomic_path
 from seethrough.dissect.counts import IoUCounter, TopImages
 from seethrough.dissect.labels import Vocabulary
 
@@ -103,13 +102,9 @@ class Dissection:
 
     def save(self, path: str | Path) -> Path:
         """Write the result with ``torch.save`` atomically; read back with ``Dissection.load``."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        os.close(fd)
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
-        return path
+        with atomic_path(path) as temporary:
+            torch.save(self.state_dict(), temporary)
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path) -> Dissection:

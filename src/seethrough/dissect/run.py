@@ -25,7 +25,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -35,6 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from seethrough.atomic import atomic_path
 from seethrough.dissect.counts import RULES, IoUCounter, TopImages
 from seethrough.dissect.labels import LabelBatch, Vocabulary, collate
 from seethrough.dissect.quantile import QuantileSketch
@@ -118,14 +118,8 @@ class _Cache:
 
 
 def _save_atomic(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        torch.save(obj, temporary)
 
 
 def _fingerprint(**items) -> str:

@@ -1,8 +1,6 @@
 """Pictures of feature visualization: PNG files, and the report section of the demo."""
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,17 +17,11 @@ def save_png(image: torch.Tensor, path: str | Path) -> Path:
     """Write one (3, H, W) image in [0, 1] as a PNG, atomically (temporary file, then rename)."""
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            Image.fromarray(to_uint8(image)).save(handle, format="PNG")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    from seethrough.atomic import atomic_path
+
+    with atomic_path(path) as temporary:
+        Image.fromarray(to_uint8(image)).save(temporary, format="PNG")
+    return Path(path)
 
 
 # -- dataset examples --------------------------------------------------------------------------

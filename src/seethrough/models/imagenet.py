@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from seethrough.atomic import atomic_path
 from seethrough.errors import WeightsError
 from seethrough.models.normalize import IMAGENET_MEAN, IMAGENET_STD
 
@@ -64,11 +63,8 @@ def ensure_mobilenet_v2_checkpoint() -> Path:
         raise WeightsError(f"MobileNetV2 ImageNet weights not found: {INSTALL_HINT}")
     if sha256(source) != MOBILENET_V2_SHA256:
         raise WeightsError(f"{source} does not match torchvision's SHA-256: reinstall it ({INSTALL_HINT})")
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=cached.parent, suffix=".part")
-    os.close(fd)
-    shutil.copyfile(source, temporary)
-    os.replace(temporary, cached)
+    with atomic_path(cached) as temporary:
+        shutil.copyfile(source, temporary)
     return cached
 
 

@@ -13,14 +13,13 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from seethrough.atomic import atomic_path, write_text_atomic
 from seethrough.models.conceptnet import MEAN, STD, WEIGHTS_DIR, build_conceptnet
 
 DEFAULTS = {"n_train": 12_000, "n_val": 2_000, "epochs": 6, "batch_size": 128, "lr": 4e-3,
@@ -148,15 +147,10 @@ def save(model, card: dict, out: Path) -> None:
     """Write ``out.safetensors`` and ``out.json`` atomically (weights first, the card last)."""
     from safetensors.torch import save_file
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    for suffix, write in ((".safetensors", lambda p: save_file(state, p)),
-                          (".json", lambda p: Path(p).write_text(json.dumps(card, indent=1)))):
-        fd, temporary = tempfile.mkstemp(dir=out.parent, suffix=".part")
-        os.close(fd)
-        write(temporary)
-        os.chmod(temporary, 0o644)  # mkstemp makes 0600; shipped weights must be readable
-        os.replace(temporary, out.with_suffix(suffix))
+    with atomic_path(out.with_suffix(".safetensors")) as temporary:
+        save_file(state, str(temporary))
+    write_text_atomic(out.with_suffix(".json"), json.dumps(card, indent=1))
 
 
 __all__ = ["WEIGHTS_DIR", "accuracy", "generate", "train_conceptnet"]

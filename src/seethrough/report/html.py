@@ -4,14 +4,14 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+from seethrough.atomic import write_text_atomic
 
 
 @dataclass
@@ -78,14 +78,3 @@ def write_report(path: str | Path, title: str, sections: list[Section]) -> Path:
         created=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     )
     return write_text_atomic(path, text)
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write to a temporary file beside ``path``, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(temporary, path)
-    return path

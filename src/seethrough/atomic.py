@@ -1,0 +1,43 @@
+"""Write files atomically: a reader sees the old file or the new one, never half of one.
+
+Example:
+    >>> with atomic_path("/tmp/out.txt") as temporary:
+    ...     _ = temporary.write_text("done")
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it over ``path``, else delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        yield Path(temporary)
+        os.chmod(temporary, 0o644)  # mkstemp makes 0600; results are meant to be shared
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def save_figure_atomic(figure, path: str | Path, dpi: int = 100) -> Path:
+    """Save a matplotlib Figure as PNG to ``path`` atomically."""
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=dpi, bbox_inches="tight")
+    return Path(path)
