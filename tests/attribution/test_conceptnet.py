@@ -58,3 +58,18 @@ def test_pointing_game_beats_a_random_point(world, method):
     accuracy = hits(result.maps, grown).float().mean().item()
     chance = grown.float().flatten(1).mean(1).mean().item()
     assert accuracy >= chance + 0.3, f"{method}: {accuracy:.2f} vs random {chance:.2f}"
+
+
+def test_extremal_perturbation_keeps_the_object_not_an_edge(world):
+    """Regression: masks started at 1 were placed by the ranking loss's tie-breaking (the left
+    edge), whatever the image. Started at 0.5 they follow the evidence."""
+    model, images, labels, grown = world
+    objects = torch.stack([ConceptWorld("val", length=6)[i]["object_mask"] for i in range(6)])
+    result = seethrough.attribute(model, images[:6], labels[:6], method="extremal_perturbation",
+                                  iterations=300)
+    maps = result.maps[:, 0]
+    on_object = ((maps * objects).sum((1, 2)) / maps.sum((1, 2))).mean().item()
+    area = objects.float().mean().item()
+    assert on_object > 2.5 * area, f"mask share on the object {on_object:.2f}, area {area:.2f}"
+    left_band = (maps[:, :, :8].sum((1, 2)) / maps.sum((1, 2))).mean().item()
+    assert left_band < 0.2

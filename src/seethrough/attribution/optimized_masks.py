@@ -99,8 +99,8 @@ def meaningful_perturbation(
 def _smooth_mask(parameters: torch.Tensor, size, sigma: float) -> torch.Tensor:
     """Low-resolution mask parameters in [0, 1] -> smooth full-resolution mask in [0, 1].
 
-    No clamp here: the blur of ones can round to just above 1, and a clamp there would stop
-    every gradient (the parameters start at 1).
+    No clamp here: the blur of values at the bounds can round to just outside [0, 1], and a
+    clamp there would stop their gradients.
     """
     return gaussian_blur(upsample(parameters, size), sigma)
 
@@ -149,7 +149,10 @@ def extremal_perturbation(
         image, area = pair // len(areas), pair % len(areas)
         x = images[image]
         blurred = gaussian_blur(x, blur_sigma * scale)
-        parameters = torch.ones(len(x), 1, *grid, dtype=x.dtype, device=x.device, requires_grad=True)
+        # Start undecided at 0.5 (TorchRay too): from all ones, the ranking loss's tie-breaking,
+        # not the evidence, decided which pixels were kept (measured: masks hugging the left edge).
+        parameters = torch.full((len(x), 1, *grid), 0.5, dtype=x.dtype, device=x.device,
+                                requires_grad=True)
         optimizer = torch.optim.SGD([parameters], lr=lr, momentum=momentum, dampening=momentum)
         weight = regularization
         with torch.enable_grad():
