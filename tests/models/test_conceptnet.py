@@ -3,7 +3,6 @@ weights doing what their model cards say (the honest one sees shapes, the cheate
 from __future__ import annotations
 
 import json
-import os
 import shlex
 
 import pytest
@@ -96,9 +95,7 @@ def test_shipped_cheater_fails_without_its_shortcut():
     assert with_cue - without_cue >= 0.30, (with_cue, without_cue)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("SEETHROUGH_SLOW") != "1",
-                    reason="retrains ConceptNet (up to 10 minutes); set SEETHROUGH_SLOW=1 to run")
+@pytest.mark.slow  # about 2.5 minutes on 2 idle cores
 @pytest.mark.skipif(not shipped("conceptnet"), reason="ConceptNet weights are not trained yet")
 def test_seethrough_train_reproduces_the_card(tmp_path):
     from seethrough.cli import main
