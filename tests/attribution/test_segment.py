@@ -1,7 +1,6 @@
 """Segmentation from saliency with GrabCut, scored against ConceptWorld's object masks."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +12,6 @@ from seethrough.errors import InputError
 from seethrough.evaluate import iou
 from seethrough.evaluate.localization import top_fraction
 
-WEIGHTS = Path(seethrough.__file__).parent / "models" / "weights" / "conceptnet.safetensors"
 
 
 def world_batch(count: int = 24):
@@ -70,7 +68,6 @@ def test_centre_box_area():
     assert box[0, 32, 32] and not box[0, 0, 0]
 
 
-@pytest.mark.skipif(not WEIGHTS.exists(), reason="ConceptNet weights not trained yet")
 def test_grabcut_from_gradcam_beats_centre_box_on_conceptnet():
     model = seethrough.load_model("conceptnet")
     images, masks = world_batch(32)

@@ -1,16 +1,13 @@
 """The `seethrough dissect` command, and dissection of the bundled ConceptNet."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from seethrough.cli import main
 from seethrough.data import ConceptWorld
 from seethrough.dissect import dissect
-from seethrough.models.conceptnet import WEIGHTS_DIR
 from tests.dissect.test_run import Frozen
 
-HAS_CONCEPTNET = (WEIGHTS_DIR / "conceptnet.safetensors").is_file()
 
 
 def test_cli_runs_an_experiment_and_draws_it(tmp_path, capsys):
@@ -32,7 +29,6 @@ def test_cli_bad_layer_is_one_line(tmp_path, capsys):
     assert "no layer named 'layer9'" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not HAS_CONCEPTNET, reason="ConceptNet weights are not trained yet")
 def test_conceptnet_last_layers_hold_colour_and_shape_detectors():
     from seethrough.models import load_model
 

@@ -1,4 +1,3 @@
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +10,6 @@ from seethrough.relu_rules import relu_backward
 from seethrough.trace import capture
 from tests.conftest import ARCHITECTURES, LAST_CONV, small_vit
 
-WEIGHTS = Path(__file__).resolve().parents[2] / "src/seethrough/models/weights/conceptnet.safetensors"
 
 
 def test_deterministic_given_a_seed(net):
@@ -122,7 +120,6 @@ def test_rendered_channel_beats_noise_on_a_random_model():
     assert (rendered > 2 * on_noise.max(0).values.clamp_min(1e-3)).all(), (rendered, on_noise.max(0))
 
 
-@pytest.mark.skipif(not WEIGHTS.is_file(), reason="ConceptNet weights not built yet")
 def test_conceptnet_channel_beats_every_validation_image():
     from seethrough.data import ConceptWorld
     from seethrough.featureviz.report import most_active_channels

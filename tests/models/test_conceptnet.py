@@ -18,10 +18,6 @@ from seethrough.models.train import accuracy, generate, train_conceptnet
 N_FRESH = 1000  # fresh images (test split) to check a card's accuracy on
 
 
-def shipped(name: str) -> bool:
-    return (WEIGHTS_DIR / f"{name}.safetensors").is_file()
-
-
 def fresh_accuracy(model, card: dict, **world) -> float:
     data = ConceptWorld("test", length=N_FRESH, size=card["image_size"], **world)
     return accuracy(model, *generate(data, progress=False))[0]
@@ -74,7 +70,6 @@ def test_train_command_rejects_a_bad_bias(tmp_path, capsys):
     assert "--bias" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not shipped("conceptnet"), reason="ConceptNet weights are not trained yet")
 def test_shipped_conceptnet_reaches_its_card_accuracy():
     model = load_conceptnet("conceptnet")
     card = model.card
@@ -83,7 +78,6 @@ def test_shipped_conceptnet_reaches_its_card_accuracy():
     assert abs(fresh_accuracy(model, card) - card["val_accuracy"]) <= 0.015
 
 
-@pytest.mark.skipif(not shipped("conceptnet_cheater"), reason="cheater weights not trained yet")
 def test_shipped_cheater_fails_without_its_shortcut():
     model = load_conceptnet("conceptnet_cheater")
     card = model.card
@@ -96,7 +90,6 @@ def test_shipped_cheater_fails_without_its_shortcut():
 
 
 @pytest.mark.slow  # about 2.5 minutes on 2 idle cores
-@pytest.mark.skipif(not shipped("conceptnet"), reason="ConceptNet weights are not trained yet")
 def test_seethrough_train_reproduces_the_card(tmp_path):
     from seethrough.cli import main
 
