@@ -16,3 +16,9 @@ def test_import_is_light():
         [sys.executable, "-c", "import sys, seethrough; print(sorted(m for m in "
          "('matplotlib', 'pandas', 'sklearn', 'cv2', 'skimage') if m in sys.modules))"], text=True)
     assert heavy.strip() == "[]"
+
+
+def test_functions_named_like_their_package_stay_callable():
+    code = ("import seethrough, seethrough.dissect.run, seethrough.evaluate.localization; "
+            "print(callable(seethrough.dissect), callable(seethrough.evaluate))")
+    assert subprocess.check_output([sys.executable, "-c", code], text=True).split() == ["True"] * 2

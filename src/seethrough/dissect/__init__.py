@@ -3,6 +3,7 @@
 Example:
     >>> from seethrough.dissect import dissect, QuantileSketch, IoUCounter   # doctest: +SKIP
 """
+from seethrough.callable_package import make_callable
 from seethrough.dissect.counts import IoUCounter, TopImages
 from seethrough.dissect.labels import LabelBatch, Vocabulary
 from seethrough.dissect.quantile import QuantileSketch
@@ -21,3 +22,5 @@ __all__ = [
            "layer_activations",
            "unit_masks",
 ]
+
+make_callable(__name__, "dissect")

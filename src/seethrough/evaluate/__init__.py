@@ -20,14 +20,13 @@ Example:
 """
 from __future__ import annotations
 
-import sys
-import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from seethrough.callable_package import make_callable
 from seethrough.errors import InputError
 from seethrough.evaluate.inputs import Target, as_images, as_maps, as_targets, model_device
 from seethrough.evaluate.localization import (
@@ -120,14 +119,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, maps, target: Target = "pre
                   higher_is_better={name: METRICS[name][1] for name in metrics})
 
 
-class _CallableModule(types.ModuleType):
-    """``seethrough.evaluate(...)`` calls ``evaluate``; attributes work as for any package."""
-
-    def __call__(self, *args, **kwargs) -> Scores:
-        return evaluate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_callable(__name__, "evaluate")
 
 __all__ = [
     "METRICS", "Randomization", "Scores", "area_under_curve", "deletion", "deletion_curve",
