@@ -179,12 +179,8 @@ def cue_energy(maps, cue_masks) -> torch.Tensor:
 
 
 def _batch(world, count: int):
-    samples = [world[i] for i in range(count)]
-    images = torch.stack([s["image"] for s in samples])
-    objects = torch.stack([s["object_mask"] for s in samples])
-    cues = torch.stack([s["cue_mask"] for s in samples])
-    labels = torch.tensor([s["label"] for s in samples])
-    return images, objects, cues, labels
+    batch = world.batch(count)
+    return batch["image"], batch["object_mask"], batch["cue_mask"], batch["label"]
 
 
 def _ranked(frame):

@@ -98,10 +98,9 @@ def run(args: argparse.Namespace) -> int:
         if not 0.0 <= args.bias <= 1.0:
             raise InputError(f"--bias must be in [0, 1], not {args.bias}")
         world = ConceptWorld("val", length=args.conceptworld, size=max(size, 32), bias=args.bias)
-        samples = [world[i] for i in range(len(world))]
-        images = torch.stack([s["image"] for s in samples])
-        masks = torch.stack([s["object_mask"] for s in samples])
-        labels = [s["label"] for s in samples]
+        samples = world.batch()
+        images, masks = samples["image"], samples["object_mask"]
+        labels = samples["label"].tolist()
         titles = [world.class_names[label] for label in labels]
     else:
         from seethrough.data.photos import load_image

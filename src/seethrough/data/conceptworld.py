@@ -288,6 +288,17 @@ class ConceptWorld(Dataset):
             f"size={self.size}, bias={self.bias}, cue={self.cue})"
         )
 
+    def batch(self, count: int | None = None) -> dict:
+        """The first ``count`` samples (default: all) stacked into one dict of batched tensors.
+
+        Example:
+            >>> ConceptWorld("val", length=4).batch()["image"].shape
+            torch.Size([4, 3, 64, 64])
+        """
+        from torch.utils.data import default_collate
+
+        return default_collate([self[i] for i in range(self.length if count is None else count)])
+
     def __getitem__(self, index: int) -> dict:
         if not -self.length <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} samples")

@@ -154,7 +154,7 @@ def section(context):
         notes.append(f"ConceptNet is not available ({error}); its grid is left out.")
     if net is not None:
         world = context.conceptworld(length=64 if quick else 200)
-        images = torch.stack([world[i]["image"] for i in range(len(world))])
+        images = world.batch()["image"]
         stages = stage_layers(net)
         layers = stages[len(stages) // 2:][-2:]
 

@@ -38,8 +38,9 @@ def predictions_section(context) -> Section:
     body = figure_html(topk_figure(images, probabilities, model.class_names, titles=names),
                        "MobileNetV2: top-5 ImageNet classes on scikit-image's sample photos")
     world = context.conceptworld(length=8)
-    batch = torch.stack([world[i]["image"] for i in range(len(world))])
-    truth = [world.class_names[world[i]["label"]] for i in range(len(world))]
+    samples = world.batch()
+    batch = samples["image"]
+    truth = [world.class_names[label] for label in samples["label"].tolist()]
     with torch.no_grad():
         probabilities = context.conceptnet(batch).softmax(1)
     body += figure_html(
