@@ -57,6 +57,50 @@ def _make_function(rule: Rule) -> type[torch.autograd.Function]:
     return ClampWithRule
 
 
+class _PositiveGradientClamp(torch.autograd.Function):
+    """Deconvnet's ReLU: the forward clamps, the backward passes ``max(grad, 0)`` whatever the input."""
+
+    @staticmethod
+    def forward(ctx, x, upper):
+        return x.clamp(min=0) if upper is None else x.clamp(0, upper)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.clamp(min=0), None
+
+
+def _positive_part(grad: torch.Tensor) -> torch.Tensor:
+    return grad.clamp(min=0)
+
+
+def _clamp_factory(rule: str | Rule, originals: dict) -> Callable[..., torch.Tensor]:
+    """``clamp(x, upper, inplace)`` computing a ReLU (``upper=None``) or ReLU6 under ``rule``.
+
+    Guided backprop needs no custom backward: torch's own ReLU backward already masks by the
+    input's sign, so a hook that clamps the incoming gradient first gives the guided rule at the
+    cost of one extra elementwise op (in place stays in place). The deconvnet ignores the input,
+    so its backward is a tiny Function that saves nothing; any other rule gets a Function that
+    saves the input.
+    """
+    if rule == "guided":
+        relu, relu_ = originals[(torch, "relu")], originals[(torch, "relu_")]  # builtins, not F.relu
+        hardtanh = originals[(F, "hardtanh")]
+
+        def guided(x, upper=None, inplace=False):
+            if upper is None:
+                out = relu_(x) if inplace else relu(x)
+            else:
+                out = hardtanh(x, 0.0, upper, inplace)
+            if out.requires_grad:
+                out.register_hook(_positive_part)
+            return out
+
+        return guided
+    function = _PositiveGradientClamp if rule == "deconvnet" else _make_function(
+        rule if callable(rule) else RULES[rule])
+    return lambda x, upper=None, inplace=False: function.apply(x, upper)
+
+
 @contextmanager
 def relu_backward(rule: str | Rule):
     """Within the block, every ReLU (and ReLU6) backpropagates by ``rule``.
@@ -65,11 +109,8 @@ def relu_backward(rule: str | Rule):
         rule: ``"guided"``, ``"deconvnet"``, ``"standard"`` or a function
             ``(grad_output, input, passes) -> grad_input``.
     """
-    if isinstance(rule, str):
-        if rule not in RULES:
-            raise InputError(f"unknown ReLU rule {rule!r}; choose one of {sorted(RULES)}")
-        rule = RULES[rule]
-    function = _make_function(rule)
+    if isinstance(rule, str) and rule not in RULES:
+        raise InputError(f"unknown ReLU rule {rule!r}; choose one of {sorted(RULES)}")
     originals = {
         (F, "relu"): F.relu,
         (F, "relu_"): F.relu_,
@@ -80,27 +121,25 @@ def relu_backward(rule: str | Rule):
         (torch.Tensor, "relu"): torch.Tensor.relu,
         (torch.Tensor, "relu_"): torch.Tensor.relu_,
     }
-
-    def apply(x: torch.Tensor, upper: float | None = None) -> torch.Tensor:
-        return function.apply(x, upper)
-
-    def relu(x, inplace=False):
-        return apply(x)
+    clamp = _clamp_factory(rule, originals)
 
     def hardtanh(x, min_val=-1.0, max_val=1.0, inplace=False):
         if min_val == 0.0:
-            return apply(x, max_val)
+            return clamp(x, max_val, inplace)
         return originals[(F, "hardtanh")](x, min_val, max_val, inplace)
 
+    def relu_(x):
+        return clamp(x, None, True)
+
     replacements = {
-        (F, "relu"): relu,
-        (F, "relu_"): apply,
-        (F, "relu6"): lambda x, inplace=False: apply(x, 6.0),
+        (F, "relu"): lambda x, inplace=False: clamp(x, None, inplace),
+        (F, "relu_"): relu_,
+        (F, "relu6"): lambda x, inplace=False: clamp(x, 6.0, inplace),
         (F, "hardtanh"): hardtanh,
-        (torch, "relu"): apply,
-        (torch, "relu_"): apply,
-        (torch.Tensor, "relu"): apply,
-        (torch.Tensor, "relu_"): apply,
+        (torch, "relu"): lambda x: clamp(x),
+        (torch, "relu_"): relu_,
+        (torch.Tensor, "relu"): lambda x: clamp(x),
+        (torch.Tensor, "relu_"): relu_,
     }
     try:
         for (owner, name), replacement in replacements.items():

@@ -50,36 +50,41 @@ class IoUCounter:
         if units != self.units or (height, width) != labels.size:
             raise InputError(f"masks {tuple(masks.shape)} do not fit {self.units} units and "
                              f"labels of size {labels.size}")
-        device, concepts = self.intersection.device, len(self.vocabulary)
-        category_of = self.vocabulary.category_of.to(device)
-        membership = torch.zeros(concepts, len(self.vocabulary.categories), device=device)
-        membership[torch.arange(1, concepts), category_of[1:]] = 1.0  # concept -> category
-        pixel = labels.pixel.to(device).reshape(n, labels.pixel.shape[1], -1)  # (N, L, P)
-        image = labels.image.to(device)
-        image_hot = torch.zeros(n, concepts, device=device)
-        image_hot.scatter_(1, image, 1.0)
-        image_hot[:, 0] = 0
-        image_categories = image_hot @ membership > 0  # (N, categories)
+        concepts = len(self.vocabulary)
         # chunks of images so that masks and one-hot labels stay small (cache friendly)
-        step = max(1, (1 << 22) // max(1, pixel.shape[-1] * max(units, concepts)))
+        step = max(1, (1 << 22) // max(1, height * width * max(units, concepts)))
         for start in range(0, n, step):
             part = slice(start, start + step)
             flat = masks[part].reshape(-1, units, height * width).to(torch.float32)  # (n, K, P)
-            hot = labels.one_hot(concepts)[part].to(device)  # (n, P, C), column 0 all ones
-            per_image = torch.bmm(flat, hot)  # (n, K, C) intersections per image
+            hot = labels.one_hot(concepts)[part].to(flat.device)  # (n, P, C), column 0 all ones
+            per_image = torch.bmm(flat, hot).double()  # (n, K, C) intersections per image
             area = per_image[:, :, 0].clone()  # (n, K) mask areas
             per_image[:, :, 0] = 0
-            per_image += area[:, :, None] * image_hot[part, None, :]
-            self.intersection += per_image.sum(0).double()
-            label_counts = labels.label_counts(concepts)[part].to(device)  # (n, C)
-            labelled = label_counts @ membership > 0  # (n, categories) annotated pixels
-            annotated = labelled | image_categories[part]
-            self.mask_area["paper"] += area.T.double() @ annotated.double()
-            under = (per_image @ membership > 0) | image_categories[part, None, :]
-            self.mask_area["netdissect_lite"] += torch.einsum(
-                "nk,nkc->kc", area.double(), under.double())
-            self.label_area += label_counts.sum(0).double() + image_hot[part].sum(0).double() * (
-                height * width)
+            self.add(per_image, area, labels[part])
+
+    def add(self, per_image: torch.Tensor, area: torch.Tensor, labels: LabelBatch) -> None:
+        """Add per-image counts: labels under each mask (N, units, concepts; column 0 zero) and
+        mask areas (N, units), e.g. from ``mask_counts``."""
+        device, concepts = self.intersection.device, len(self.vocabulary)
+        n = area.shape[0]
+        height, width = labels.size
+        per_image, area = per_image.to(device, torch.float64), area.to(device, torch.float64)
+        category_of = self.vocabulary.category_of.to(device)
+        membership = torch.zeros(concepts, len(self.vocabulary.categories), dtype=torch.float64,
+                                 device=device)
+        membership[torch.arange(1, concepts), category_of[1:]] = 1.0  # concept -> category
+        image_hot = torch.zeros(n, concepts, dtype=torch.float64, device=device)
+        image_hot.scatter_(1, labels.image.to(device), 1.0)
+        image_hot[:, 0] = 0
+        image_categories = image_hot @ membership > 0  # (N, categories)
+        per_image = per_image + area[:, :, None] * image_hot[:, None, :]
+        self.intersection += per_image.sum(0)
+        label_counts = labels.label_counts(concepts).to(device, torch.float64)  # (N, C)
+        annotated = (label_counts @ membership > 0) | image_categories
+        self.mask_area["paper"] += area.T @ annotated.double()
+        under = (per_image @ membership > 0) | image_categories[:, None, :]
+        self.mask_area["netdissect_lite"] += torch.einsum("nk,nkc->kc", area, under.double())
+        self.label_area += label_counts.sum(0) + image_hot.sum(0) * (height * width)
         self.images += n
 
     def union(self, rule: str = "paper") -> torch.Tensor:

@@ -73,15 +73,18 @@ class LabelBatch:
             hot = torch.zeros(n, flat.shape[-1], concepts, device=self.pixel.device)
             for layer in range(layers):
                 hot.scatter_(2, flat[:, layer, :, None], 1.0, reduce="add")
-            self.counts = hot.sum(1)
-            self.counts[:, 0] = 0
             hot[..., 0] = 1.0
             self.hot = hot
         return self.hot
 
     def label_counts(self, concepts: int) -> torch.Tensor:
-        """(N, concepts) labelled pixels per concept (column 0 zero)."""
-        self.one_hot(concepts)
+        """(N, concepts) labelled pixels per concept (column 0 zero); cached."""
+        if self.counts is None or self.counts.shape[-1] != concepts:
+            flat = self.pixel.reshape(self.pixel.shape[0], -1)
+            counts = torch.zeros(flat.shape[0], concepts, device=self.pixel.device)
+            counts.scatter_add_(1, flat, torch.ones_like(flat, dtype=counts.dtype))
+            counts[:, 0] = 0
+            self.counts = counts
         return self.counts
 
     def __getitem__(self, index: slice) -> LabelBatch:

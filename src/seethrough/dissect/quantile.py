@@ -83,25 +83,35 @@ class QuantileSketch:
 
     # -- statistics -----------------------------------------------------------------------------
     def update(self, values: torch.Tensor) -> None:
-        """Add values of shape ``(n, units)`` (any n; NaNs are an error)."""
-        if values.ndim != 2 or values.shape[1] != self.units:
-            raise InputError(f"QuantileSketch.update expects (n, {self.units}) values, got "
-                             f"{tuple(values.shape)}")
-        if values.shape[0] == 0:
+        """Add values of shape ``(n, units)`` or ``(n, units, ...)`` such as activation maps
+        (unit axis 1; any n; NaNs are an error).
+
+        Bin indices are computed in the values' own float precision: dividing by a power of
+        two and flooring is exact in floating point, so no float64 copy is needed.
+        """
+        if values.ndim < 2 or values.shape[1] != self.units:
+            raise InputError(f"QuantileSketch.update expects (n, {self.units}) or "
+                             f"(n, {self.units}, ...) values, got {tuple(values.shape)}")
+        if values.numel() == 0:
             return
-        x = values.detach().to(self.counts.device, torch.float64)
-        if bool(torch.isnan(x).any()):
+        x = values.detach().to(self.counts.device)
+        if not x.is_floating_point():
+            x = x.double()
+        x = x.transpose(0, 1).reshape(self.units, -1)  # (units, values); free for (n, units)
+        low, high = torch.aminmax(x, dim=1)
+        if bool(torch.isnan(low).any() | torch.isnan(high).any()):
             raise InputError("activations contain NaN: check the model and its inputs")
-        self.minimum = torch.minimum(self.minimum, x.min(0).values)
-        self.maximum = torch.maximum(self.maximum, x.max(0).values)
-        self.zeros += (x == 0).sum(0)
+        self.minimum = torch.minimum(self.minimum, low.double())
+        self.maximum = torch.maximum(self.maximum, high.double())
+        self.zeros += (x == 0).sum(1)
         self._regrid(self._fitting_exponent(self.minimum, self.maximum), self.minimum)
-        width = torch.pow(2.0, self.exponent.double())
-        index = (torch.floor(x / width) - self.offset).to(torch.int64).clamp_(0, self.bins - 1)
-        index += torch.arange(self.units, device=x.device) * self.bins
+        inverse_width = torch.pow(2.0, -self.exponent.double()).to(x.dtype)[:, None]
+        index = torch.floor(x * inverse_width).to(torch.int64) - self.offset[:, None]
+        index.clamp_(0, self.bins - 1)
+        index += (torch.arange(self.units, device=x.device) * self.bins)[:, None]
         self.counts += torch.bincount(index.flatten(), minlength=self.units * self.bins).view(
             self.units, self.bins)
-        self.total += x.shape[0]
+        self.total += x.shape[1]
 
     def merge(self, other: QuantileSketch) -> QuantileSketch:
         """Add another sketch's counts into this one (in place); returns ``self``."""

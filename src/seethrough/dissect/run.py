@@ -37,10 +37,12 @@ from torch import nn
 from seethrough.atomic import atomic_path
 from seethrough.dissect.counts import RULES, IoUCounter, TopImages
 from seethrough.dissect.labels import LabelBatch, Vocabulary, collate
+from seethrough.dissect.mask_counts import Bands, mask_counts
 from seethrough.dissect.quantile import QuantileSketch
 from seethrough.dissect.result import Dissection, LayerDissection
 from seethrough.dissect.upsample import anchored_matrix, bilinear_matrix, receptive_field, upsample
 from seethrough.errors import InputError
+from seethrough.layout import run_in_fast_layout
 from seethrough.trace import capture, resolve_layer
 
 #: transform(images, labels, batch_index) -> (images, labels), applied before the model
@@ -54,8 +56,10 @@ def layer_activations(model: nn.Module, names: Sequence[str], images: torch.Tens
     """Activations ``(N, K, h, w)`` of each layer (``(N, K)`` outputs become 1x1 maps).
 
     ``basis[layer]`` (K', K) re-expresses a layer's units: ``a' = basis @ a`` per position.
+    The model runs on channels-last input where it can (``seethrough.layout``), so 4-D
+    activations may come back in that memory layout (use ``.reshape``, not ``.view``).
     """
-    trace = capture(model, images, list(names))
+    trace = run_in_fast_layout(model, lambda: capture(model, images, list(names)))
     acts = {}
     for name in names:
         a = trace[name].output
@@ -286,7 +290,7 @@ def dissect(
                         if name in state["sketch"]:
                             sketches[name].load_state_dict(state["sketch"][name])
                             tops[name].load_state_dict(state["top"][name])
-                    sketches[name].update(a.permute(0, 2, 3, 1).reshape(-1, k))
+                    sketches[name].update(a)
                     first = batch * batch_size
                     tops[name].update(a.amax((2, 3)), torch.arange(first, first + a.shape[0]))
                 state["next_batch"] = batch + 1
@@ -308,26 +312,21 @@ def dissect(
 
         if state["phase"] == 2:
             thresholds_now = state["thresholds"]
-            counters, matrices = {}, {}
+            counters, bands = {}, {}
             bar = tqdm(total=batches, initial=state["next_batch"], disable=not progress,
                        desc="dissect: IoU", unit="batch")
             for batch, acts, labels in source(state["next_batch"]):
-                labels.one_hot(len(vocabulary))  # once per batch, shared by the layers
                 for name, a in acts.items():
                     if name not in counters:
                         counters[name] = IoUCounter(a.shape[1], vocabulary)
                         if name in state["counter"]:
                             counters[name].load_state_dict(state["counter"][name])
-                        matrices[name] = _matrices(model, name, upsample, dataset,
-                                                   a.shape[-2:], labels.size)
+                        bands[name] = [Bands.from_matrix(m) for m in _matrices(
+                            model, name, upsample, dataset, a.shape[-2:], labels.size)]
                         state["label_size"] = labels.size
-                    pixels = labels.size[0] * labels.size[1]
-                    step = max(1, _MASK_CHUNK // (pixels * a.shape[1]))
-                    for start in range(0, a.shape[0], step):  # bounded memory for big layers
-                        part = slice(start, start + step)
-                        masks = unit_masks(a[part].to(device), thresholds_now[name].to(device),
-                                           *matrices[name], dtype=torch.float32)
-                        counters[name].update(masks, labels[part])
+                    counts = mask_counts(a.to(device), thresholds_now[name], *bands[name], labels,
+                                         len(vocabulary))
+                    counters[name].add(*counts, labels)
                     if name not in state["top"]:
                         state.setdefault("_tops", {}).setdefault(name, TopImages(a.shape[1], top_k))
                         first = batch * batch_size

@@ -1,0 +1,128 @@
+"""Count thresholded unit masks against label maps without upsampling whole activation maps.
+
+Network Dissection thresholds each unit's activation map after upsampling it to the label
+resolution, and a unit's mask covers about ``quantile`` (0.5 %) of the pixels. Upsampling is
+linear interpolation: each label pixel is a convex combination of at most 2 x 2 neighbouring
+activations (``rows`` and ``cols`` give the weights per axis). A pixel can therefore exceed the
+threshold only if the largest of its 2 x 2 activations does. ``mask_counts`` finds those cells
+on the small activation grid, interpolates only the label pixels that read them, and counts the
+labels under the pixels above the threshold. The result is exactly what the dense masks give
+(``IoUCounter.update``), at a few per cent of the work.
+
+Example:
+    >>> import torch
+    >>> from seethrough.dissect.labels import LabelBatch
+    >>> from seethrough.dissect.upsample import bilinear_matrix
+    >>> acts = torch.tensor([[[[0.0, 1.0], [0.0, 0.0]]]])        # one unit on a 2 x 2 grid
+    >>> labels = LabelBatch(pixel=torch.ones(1, 1, 4, 4, dtype=torch.long), image=torch.zeros(1, 1).long())
+    >>> rows = cols = Bands.from_matrix(bilinear_matrix(2, 4))
+    >>> per_image, area = mask_counts(acts, torch.tensor([0.5]), rows, cols, labels, concepts=2)
+    >>> area.tolist(), per_image[0, 0].tolist()
+    ([[4.0]], [0.0, 4.0])
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from seethrough.dissect.labels import LabelBatch
+from seethrough.errors import InputError
+
+_CHUNK = 1 << 22  # interpolated pixels held at once
+
+
+@dataclass(frozen=True)
+class Bands:
+    """Label pixels along one axis grouped by the pair of activations they interpolate.
+
+    Band ``b`` holds the pixels that read activations ``source[b]`` and ``source[b] + 1``
+    (the latter past the edge has weight 0), padded to one width with ``valid`` False.
+    """
+
+    source: torch.Tensor  # (B,) long: first activation index of each band
+    pixels: torch.Tensor  # (B, S) long: label pixel indices (0 where padded)
+    valid: torch.Tensor  # (B, S) bool
+    weights: torch.Tensor  # (B, S, 2) float64: weights of source and source + 1
+
+    @classmethod
+    def from_matrix(cls, matrix: torch.Tensor) -> Bands:
+        """Bands of an interpolation matrix (target, source) with at most 2 adjacent taps a row."""
+        matrix = matrix.double()
+        target, source = matrix.shape
+        taps = matrix != 0
+        low = taps.float().argmax(1)
+        high = source - 1 - taps.flip(1).float().argmax(1)
+        if not taps.any(1).all() or (high - low > 1).any() or (matrix < 0).any():
+            raise InputError("mask counting needs linear interpolation (<= 2 adjacent, "
+                             "non-negative weights per pixel)")
+        padded = torch.cat([matrix, torch.zeros(target, 1, dtype=matrix.dtype)], 1)
+        pair = torch.stack([padded.gather(1, low[:, None]), padded.gather(1, low[:, None] + 1)], 2)
+        starts, counts = torch.unique(low, return_counts=True)
+        width = int(counts.max())
+        pixels = torch.zeros(len(starts), width, dtype=torch.long)
+        valid = torch.zeros(len(starts), width, dtype=torch.bool)
+        weights = torch.zeros(len(starts), width, 2, dtype=torch.float64)
+        for band, start in enumerate(starts.tolist()):
+            members = (low == start).nonzero().flatten()
+            pixels[band, : len(members)] = members
+            valid[band, : len(members)] = True
+            weights[band, : len(members)] = pair[members, 0]
+        return cls(starts, pixels, valid, weights)
+
+
+def mask_counts(
+    acts: torch.Tensor, thresholds: torch.Tensor, rows: Bands, cols: Bands, labels: LabelBatch,
+    concepts: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image: labels under each unit's mask and the mask's area.
+
+    Args:
+        acts: (N, K, h, w) activations.
+        thresholds: (K,) per unit; a label pixel is in the mask when its interpolated value
+            is above the unit's threshold.
+        rows, cols: ``Bands`` of the upsampling matrices (label rows x h, label cols x w).
+        labels: the images' labels (N, L, H, W) as global concept indices.
+        concepts: size of the vocabulary.
+
+    Returns:
+        ``per_image`` (N, K, concepts) float64 with column 0 zero, and ``area`` (N, K).
+    """
+    n, units = acts.shape[:2]
+    height, width = labels.size
+    device = acts.device
+    thresholds = thresholds.to(device, torch.float64)
+    padded = F.pad(acts.float(), (0, 1, 0, 1), mode="replicate")
+    pairs = torch.maximum(padded[:, :, rows.source], padded[:, :, rows.source + 1])
+    cell_max = torch.maximum(pairs[..., cols.source], pairs[..., cols.source + 1])
+    # a filter only (the pixels are tested in float64 below): compare with the largest float32
+    # not above each threshold, so that no cell with a pixel above the threshold is missed
+    below = thresholds.float()
+    below = torch.where(below.double() > thresholds, below.nextafter(torch.tensor(-torch.inf)), below)
+    image, unit, band_r, band_c = (cell_max > below[None, :, None, None]).nonzero(as_tuple=True)
+    flat_labels = labels.pixel.to(device).reshape(n, labels.pixel.shape[1], height * width)
+    per_image = torch.zeros(n * units * concepts, dtype=torch.float64, device=device)
+    area = torch.zeros(n * units, dtype=torch.float64, device=device)
+    two = torch.arange(2, device=device)
+    step = max(1, _CHUNK // (rows.pixels.shape[1] * cols.pixels.shape[1]))
+    for start in range(0, len(image), step):
+        i, k = image[start : start + step], unit[start : start + step]
+        br, bc = band_r[start : start + step], band_c[start : start + step]
+        r = (rows.source.to(device)[br, None] + two)[:, :, None]
+        c = (cols.source.to(device)[bc, None] + two)[:, None, :]
+        patch = padded[i[:, None, None], k[:, None, None], r, c].double()  # (M, 2, 2)
+        values = rows.weights.to(device)[br] @ patch @ cols.weights.to(device)[bc].transpose(1, 2)
+        inside = (values > thresholds[k, None, None]) & rows.valid.to(device)[br, :, None] \
+            & cols.valid.to(device)[bc, None, :]
+        cell, a, b = inside.nonzero(as_tuple=True)
+        pixel = rows.pixels.to(device)[br[cell], a] * width + cols.pixels.to(device)[bc[cell], b]
+        owner = i[cell] * units + k[cell]
+        area += torch.bincount(owner, minlength=n * units).double()
+        under = flat_labels[i[cell], :, pixel]  # (E, L)
+        for layer in range(under.shape[1]):
+            per_image += torch.bincount(owner * concepts + under[:, layer],
+                                        minlength=n * units * concepts).double()
+    per_image = per_image.view(n, units, concepts)
+    per_image[:, :, 0] = 0
+    return per_image, area.view(n, units)

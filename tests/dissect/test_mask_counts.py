@@ -1,0 +1,55 @@
+"""Sparse mask counting equals counting the dense upsampled masks, in every geometry."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seethrough.dissect import IoUCounter, unit_masks
+from seethrough.dissect.labels import LabelBatch, Vocabulary
+from seethrough.dissect.mask_counts import Bands, mask_counts
+from seethrough.dissect.upsample import anchored_matrix, bilinear_matrix
+from seethrough.errors import InputError
+
+VOCABULARY = Vocabulary({"colour": ["none", "red", "green", "blue"], "shape": ["none", "disc", "bar"],
+                         "scene": ["none", "sea", "sky"]})
+
+
+def random_labels(n: int, size: tuple[int, int], generator: torch.Generator) -> LabelBatch:
+    colour = torch.randint(0, 4, (n, 1, *size), generator=generator)
+    shape = torch.randint(0, 3, (n, 1, *size), generator=generator)
+    pixel = torch.cat([colour, torch.where(shape > 0, shape + 3, 0)], 1)
+    image = torch.randint(6, 8, (n, 1), generator=generator)
+    return LabelBatch(pixel=pixel, image=image)
+
+
+@pytest.mark.parametrize("grid, size, mode", [
+    ((7, 7), (64, 64), "bilinear"),
+    ((5, 3), (37, 50), "bilinear"),      # scale factors that are not integers, h != w
+    ((1, 1), (16, 16), "bilinear"),      # a (N, K) output seen as 1 x 1 maps
+    ((8, 8), (8, 8), "bilinear"),        # no upsampling at all
+    ((6, 6), (48, 48), "anchored"),      # the original's receptive-field centres
+])
+def test_sparse_counts_equal_dense_masks(grid, size, mode):
+    generator = torch.Generator().manual_seed(0)
+    n, units = 5, 9
+    acts = torch.randn(n, units, *grid, generator=generator).relu()
+    thresholds = torch.quantile(acts.transpose(0, 1).reshape(units, -1), 0.9, dim=1).double()
+    if mode == "bilinear":
+        rows, cols = bilinear_matrix(grid[0], size[0]), bilinear_matrix(grid[1], size[1])
+    else:
+        rows = anchored_matrix(grid[0], size[0], offset=3.5, step=8, image=size[0])
+        cols = anchored_matrix(grid[1], size[1], offset=3.5, step=8, image=size[1])
+    labels = random_labels(n, size, generator)
+    dense, sparse = IoUCounter(units, VOCABULARY), IoUCounter(units, VOCABULARY)
+    dense.update(unit_masks(acts.double(), thresholds, rows, cols), labels)
+    sparse.add(*mask_counts(acts, thresholds, Bands.from_matrix(rows), Bands.from_matrix(cols),
+                            labels, len(VOCABULARY)), labels)
+    assert dense.intersection.sum() > 0, "the masks must not be empty"
+    torch.testing.assert_close(sparse.intersection, dense.intersection, rtol=0, atol=0)
+    for rule in ("paper", "netdissect_lite"):
+        torch.testing.assert_close(sparse.union(rule), dense.union(rule), rtol=0, atol=0)
+
+
+def test_bands_refuse_a_non_linear_resize():
+    with pytest.raises(InputError, match="linear interpolation"):
+        Bands.from_matrix(torch.full((4, 3), 1 / 3))
