@@ -71,6 +71,13 @@ class Bands:
             weights[band, : len(members)] = pair[members, 0]
         return cls(starts, pixels, valid, weights)
 
+    def select(self, tensor: torch.Tensor, dim: int, shift: int) -> torch.Tensor:
+        """``tensor`` at indices ``source + shift`` along ``dim`` (a view when they are a range)."""
+        first, count = int(self.source[0]), len(self.source)
+        if int(self.source[-1]) - first == count - 1:
+            return tensor.narrow(dim, first + shift, count)
+        return tensor.index_select(dim, self.source.to(tensor.device) + shift)
+
 
 def mask_counts(
     acts: torch.Tensor, thresholds: torch.Tensor, rows: Bands, cols: Bands, labels: LabelBatch,
@@ -93,9 +100,13 @@ def mask_counts(
     height, width = labels.size
     device = acts.device
     thresholds = thresholds.to(device, torch.float64)
+    if acts.shape[-2:] == (1, 1):  # one value per map: the mask is the whole image or nothing
+        on = (acts.reshape(n, units).double() > thresholds).double()
+        per_image = on[:, :, None] * labels.label_counts(concepts).to(device, torch.float64)[:, None]
+        return per_image, on * (height * width)
     padded = F.pad(acts.float(), (0, 1, 0, 1), mode="replicate")
-    pairs = torch.maximum(padded[:, :, rows.source], padded[:, :, rows.source + 1])
-    cell_max = torch.maximum(pairs[..., cols.source], pairs[..., cols.source + 1])
+    pairs = torch.maximum(rows.select(padded, 2, 0), rows.select(padded, 2, 1))
+    cell_max = torch.maximum(cols.select(pairs, 3, 0), cols.select(pairs, 3, 1))
     # a filter only (the pixels are tested in float64 below): compare with the largest float32
     # not above each threshold, so that no cell with a pixel above the threshold is missed
     below = thresholds.float()

@@ -97,21 +97,29 @@ class QuantileSketch:
         x = values.detach().to(self.counts.device)
         if not x.is_floating_point():
             x = x.double()
-        x = x.transpose(0, 1).reshape(self.units, -1)  # (units, values); free for (n, units)
-        low, high = torch.aminmax(x, dim=1)
+        # each unit's values adjacent in memory: counting is faster by far than interleaved
+        x = x.contiguous().view(x.shape[0], self.units, -1)
+        low, high = x.amin((0, 2)), x.amax((0, 2))
         if bool(torch.isnan(low).any() | torch.isnan(high).any()):
             raise InputError("activations contain NaN: check the model and its inputs")
         self.minimum = torch.minimum(self.minimum, low.double())
         self.maximum = torch.maximum(self.maximum, high.double())
-        self.zeros += (x == 0).sum(1)
+        self.zeros += (x == 0).sum((0, 2))
         self._regrid(self._fitting_exponent(self.minimum, self.maximum), self.minimum)
-        inverse_width = torch.pow(2.0, -self.exponent.double()).to(x.dtype)[:, None]
-        index = torch.floor(x * inverse_width).to(torch.int64) - self.offset[:, None]
+        def per_unit(values: torch.Tensor) -> torch.Tensor:
+            return values.to(x.dtype)[None, :, None]
+
+        index = torch.floor_(x * per_unit(torch.pow(2.0, -self.exponent.double())))
+        index -= per_unit(self.offset)
         index.clamp_(0, self.bins - 1)
-        index += (torch.arange(self.units, device=x.device) * self.bins)[:, None]
+        rows = torch.arange(self.units, device=x.device) * self.bins
+        if self.units * self.bins < 2**24:  # integers stay exact in float32
+            index = (index + per_unit(rows)).to(torch.int32)
+        else:
+            index = index.to(torch.int64) + rows[None, :, None]
         self.counts += torch.bincount(index.flatten(), minlength=self.units * self.bins).view(
             self.units, self.bins)
-        self.total += x.shape[1]
+        self.total += x.shape[0] * x.shape[2]
 
     def merge(self, other: QuantileSketch) -> QuantileSketch:
         """Add another sketch's counts into this one (in place); returns ``self``."""

@@ -11,8 +11,11 @@ The algorithm of the paper, in two passes over a dataset with concept label maps
 
 Each unit gets its best concept; it is a detector when that IoU exceeds ``iou_threshold`` (0.04).
 
-The first pass writes the activations (and labels) to a cache on disk, so the second pass reads
-them instead of running the model and the dataset again; memory stays flat as the dataset grows.
+The first pass keeps the activations (and labels) in a cache, so the second pass reads them
+instead of running the model and the dataset again: the first ``cache_memory`` bytes (256 MiB)
+in memory, the rest on disk, so memory stays bounded as the dataset grows. The second pass never
+upsamples whole maps: ``mask_counts`` interpolates only the label pixels next to activations
+above the threshold, which gives exactly the counts of the dense masks.
 With ``checkpoint=path`` the statistics are saved atomically every ``checkpoint_every`` batches
 (and on interruption): calling ``dissect`` again with the same arguments resumes.
 
@@ -98,25 +101,33 @@ def unit_masks(acts: torch.Tensor, thresholds: torch.Tensor, rows: torch.Tensor,
 
 
 class _Cache:
-    """Per-batch files of activations and labels, written atomically."""
+    """Per-batch activations and labels: in memory up to ``memory`` bytes, then in files
+    (written atomically). With a checkpoint every batch goes to a file, so a resumed run
+    finds it."""
 
-    def __init__(self, root: Path, dtype: torch.dtype):
-        self.root, self.dtype = root, dtype
+    def __init__(self, root: Path, dtype: torch.dtype, memory: int = 0):
+        self.root, self.dtype, self.memory = root, dtype, memory
+        self.held: dict[int, dict] = {}
         root.mkdir(parents=True, exist_ok=True)
 
     def path(self, batch: int) -> Path:
         return self.root / f"batch_{batch:07d}.pt"
 
     def has(self, batch: int) -> bool:
-        return self.path(batch).is_file()
+        return batch in self.held or self.path(batch).is_file()
 
     def put(self, batch: int, acts: dict, labels: LabelBatch) -> None:
         item = {"acts": {k: v.to("cpu", self.dtype) for k, v in acts.items()},
                 "pixel": labels.pixel.to(torch.int32), "image": labels.image.to(torch.int32)}
-        _save_atomic(item, self.path(batch))
+        size = sum(t.numel() * t.element_size() for t in (*item["acts"].values(), item["pixel"]))
+        if size <= self.memory:
+            self.memory -= size
+            self.held[batch] = item
+        else:
+            _save_atomic(item, self.path(batch))
 
     def get(self, batch: int) -> tuple[dict, LabelBatch]:
-        item = torch.load(self.path(batch), weights_only=True)
+        item = self.held.get(batch) or torch.load(self.path(batch), weights_only=True)
         labels = LabelBatch(pixel=item["pixel"].long(), image=item["image"].long())
         return {k: v.float() for k, v in item["acts"].items()}, labels
 
@@ -164,6 +175,7 @@ def dissect(
     top_k: int = 8,
     cache: bool = True,
     cache_dtype: torch.dtype = torch.float32,
+    cache_memory: int = 256 * 2**20,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 20,
     num_workers: int = 0,
@@ -185,6 +197,8 @@ def dissect(
         bins: bins per unit of the quantile sketch (error <= 2 * range / bins).
         cache: keep activations of pass 1 on disk for pass 2 (else run the model twice).
         cache_dtype: precision of the cache (float16 halves the disk traffic).
+        cache_memory: bytes of the cache kept in memory before it spills to disk (without a
+            checkpoint; with one, the cache is all on disk so that a resumed run finds it).
         checkpoint: file to save progress to and resume from.
     """
     if upsample not in UPSAMPLE_MODES:
@@ -236,7 +250,7 @@ def dissect(
         store = _Cache(checkpoint.with_name(checkpoint.name + ".cache"), cache_dtype)
     else:
         temporary = tempfile.TemporaryDirectory(prefix="seethrough-dissect-")
-        store = _Cache(Path(temporary.name), cache_dtype)
+        store = _Cache(Path(temporary.name), cache_dtype, memory=cache_memory)
 
     def save() -> None:
         if checkpoint is not None:
