@@ -11,6 +11,13 @@ are timed on 1 image (occlusion too: 225 windows at 224 px) and compared with fo
 backward on 1 image. Targets: single-pass
 gradient methods within 1.1x of forward + backward; no method slower than a peer's equivalent;
 integrated gradients' memory set by ``batch_size``, not by ``n_steps``.
+
+The reference is the model's plain forward + backward on the batch as given (contiguous).
+seethrough feeds the model channels-last images (``seethrough.layout``); the row
+"(forward+backward)" also gives that reference on channels-last input, so the table shows how
+much of a ratio below 1 comes from the layout. pytorch-grad-cam needs the model's parameters to
+require gradients (it backpropagates a loss through them), so its cells run that way; the
+other libraries run with frozen parameters.
 """
 from __future__ import annotations
 
@@ -23,6 +30,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import forward_backward, markdown_table, median_time, peak_memory
+
+from seethrough.allocator import keep_freed_memory
 
 MB = 2**20
 
@@ -44,7 +53,8 @@ def settings(quick: bool) -> dict:
         "n_samples": 8 if quick else 50,
         "n_masks": 200 if quick else 2000,
         "iterations": 20 if quick else 300,
-        "repeats": 1 if quick else 3,
+        "repeats": 3 if quick else 5,
+        "repeats_one": 3 if quick else 1,  # methods timed on one image (thousands of passes)
     }
 
 
@@ -103,9 +113,16 @@ def peers(model, layer: str, s: dict, batch_size: int, window: int) -> dict:
 
         def cam_of(cls):
             def run(x, t):
-                with cls(model=model, target_layers=[module]) as cam:
-                    cam.batch_size = batch_size
-                    return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in t])
+                flags = [p.requires_grad for p in model.parameters()]
+                model.requires_grad_(True)  # pytorch-grad-cam differentiates through them
+                try:
+                    with cls(model=model, target_layers=[module]) as cam:
+                        cam.batch_size = batch_size
+                        return cam(input_tensor=x,
+                                   targets=[ClassifierOutputTarget(int(c)) for c in t])
+                finally:
+                    for parameter, flag in zip(model.parameters(), flags):
+                        parameter.requires_grad_(flag)
             return run
 
         found["gradcam_plus_plus"] = ("pytorch-grad-cam", cam_of(pgc.GradCAMPlusPlus))
@@ -129,7 +146,9 @@ def bench_model(name: str, quick: bool, batch: int, batch_size: int) -> list[dic
     reference = {}
     for count in (batch, 1):
         run = forward_backward(model, images[:count], targets[:count])
-        reference[count] = median_time(run, repeats=5)
+        reference[count] = median_time(run, repeats=7)
+    channels_last = median_time(forward_backward(model, images, targets, torch.channels_last),
+                                repeats=7)
     found = peers(model, layer, s, batch_size, window=max(1, -(-size // 8)))
     rows = []
     for method, (options, which) in our_methods(layer, s).items():
@@ -140,7 +159,7 @@ def bench_model(name: str, quick: bool, batch: int, batch_size: int) -> list[dic
             return attribute(model, x, t, method=method, batch_size=batch_size, **options)
 
         try:
-            seconds = median_time(ours, repeats=s["repeats"] if which == "batch" else 1,
+            seconds = median_time(ours, repeats=s["repeats"] if which == "batch" else s["repeats_one"],
                                   warmup=1 if which == "batch" else 0)
             memory = peak_memory(ours) if which == "batch" or not quick else float("nan")
         except Exception as error:  # noqa: BLE001  (report the failure, keep benchmarking)
@@ -153,7 +172,7 @@ def bench_model(name: str, quick: bool, batch: int, batch_size: int) -> list[dic
                 library, peer = found[key]
                 try:
                     peer_seconds = median_time(lambda peer=peer, x=x, t=t: peer(x, t),
-                                               repeats=s["repeats"] if which == "batch" else 1,
+                                               repeats=s["repeats"] if which == "batch" else s["repeats_one"],
                                                warmup=1 if which == "batch" else 0)
                     label = library if key == method else f"{library} GradCAM"
                     row[f"peer ({label}) x fwd+bwd" if key == method else "pgc GradCAM x fwd+bwd"] = (
@@ -183,7 +202,12 @@ def bench_model(name: str, quick: bool, batch: int, batch_size: int) -> list[dic
                      "note": f"batch_size={batch_size}"})
     rows.append({"model": name, "method": "(forward+backward)", "images": batch,
                  "note": f"{reference[batch] * 1000:.1f} ms for {batch} images, "
-                         f"{reference[1] * 1000:.1f} ms for 1"})
+                         f"{reference[1] * 1000:.1f} ms for 1; channels-last input: "
+                         f"{channels_last / reference[batch]:.2f}x"})
+    if name == "mobilenet_v2":
+        for row in rows:
+            if row["method"] in ("guided_backprop", "deconvnet") and row.get("peer") == "captum":
+                row["note"] = "captum hooks nn.ReLU only, not ReLU6: its result is the plain gradient"
     return rows
 
 
@@ -196,6 +220,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    keep_freed_memory()
     rows = []
     for name in args.models.split(","):
         try:

@@ -45,3 +45,15 @@ def test_a_model_that_views_falls_back_and_is_left_unchanged(unchanged):
     model(leaf)[:, 1].sum().backward()
     torch.testing.assert_close(result.raw, leaf.grad)
     assert not model._forward_pre_hooks
+
+
+def test_feature_visualization_falls_back_too(unchanged):
+    from seethrough.featureviz import objectives as obj
+    from seethrough.featureviz.render import Renderer
+
+    model = ViewsItsActivations().eval()
+    with unchanged(model), Renderer(model, obj.class_logit(2), size=8, transforms=None) as renderer:
+        first = renderer.step()
+        for _ in range(5):
+            last = renderer.step()
+    assert float(last) > float(first)

@@ -29,9 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from seethrough.allocator import keep_freed_memory
     from seethrough.errors import SeethroughError
 
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     try:
         return int(args.run(args) or 0)
     except SeethroughError as error:

@@ -31,6 +31,7 @@ from seethrough.errors import InputError
 from seethrough.featureviz.objectives import Evaluation, Objective
 from seethrough.featureviz.params import ImageParam
 from seethrough.featureviz.transforms import Transforms
+from seethrough.layout import run_in_fast_layout
 from seethrough.preserve import preserve
 from seethrough.relu_rules import relu_backward
 from seethrough.trace import StopForward, Trace
@@ -107,7 +108,8 @@ class Probe:
             stack.close()
 
     def evaluation(self, images: torch.Tensor, model_input: torch.Tensor | None = None) -> Evaluation:
-        """Run the model on ``model_input`` (default ``images``); objectives read ``images``."""
+        """Run the model on ``model_input`` (default ``images``), channels-last where the model
+        allows (``seethrough.layout``); objectives read ``images``."""
         if self._stack is None:
             raise InputError("use the Probe as a context manager: `with Probe(model, objective) as p:`")
         self._activations.clear()
@@ -116,8 +118,9 @@ class Probe:
                 record.calls = 0
         output = None
         if self.layers or self.objective.needs_output:
+            given = images if model_input is None else model_input
             try:
-                output = self.model(images if model_input is None else model_input)
+                output = run_in_fast_layout(self.model, lambda: self.model(given))
             except StopForward:
                 output = None
         missing = [layer for layer in self.layers if layer not in self._activations]

@@ -1,0 +1,64 @@
+"""Run every benchmark, one process each, and save their tables under benchmarks/results/.
+
+Run: ``python benchmarks/run_all.py [--quick] [--only attribution,dissection]`` (``make bench``
+installs the peers first). Each benchmark prints a markdown table; this script shows its progress,
+writes the table to ``benchmarks/results/<name>[-quick]-<date>.md`` (atomically) and prints a
+summary of which ran. A benchmark that fails is reported and the others still run.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from seethrough.atomic import write_text_atomic
+
+HERE = Path(__file__).parent
+#: name -> (script, arguments for --quick)
+BENCHMARKS = {
+    "attribution": ("attribution.py", ["--quick"]),
+    "dissection": ("dissection.py", ["--quick"]),
+    "featureviz": ("featureviz.py", ["--steps", "4"]),
+    "conceptworld": ("conceptworld.py", ["--n", "500"]),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="each benchmark's quick settings")
+    parser.add_argument("--only", default=",".join(BENCHMARKS),
+                        help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
+    args = parser.parse_args(argv)
+    chosen = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    today = datetime.date.today().isoformat()
+    machine = (f"{platform.machine()}, {torch.get_num_threads()} threads available, "
+               f"torch {torch.__version__}, Python {platform.python_version()}")
+    summary = []
+    for name in chosen:
+        script, quick_args = BENCHMARKS[name]
+        command = [sys.executable, str(HERE / script), *(quick_args if args.quick else [])]
+        print(f"== {name}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
+        done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
+        print(done.stdout)
+        if done.returncode:
+            summary.append(f"{name}: failed (exit {done.returncode})")
+            continue
+        suffix = "-quick" if args.quick else ""
+        path = HERE / "results" / f"{name}{suffix}-{today}.md"
+        header = f"# benchmarks/{script} {' '.join(command[2:])}, {today}\n\n{machine}\n\n"
+        write_text_atomic(path, header + done.stdout)
+        summary.append(f"{name}: {path.relative_to(HERE.parent)}")
+    print("\n".join(summary), file=sys.stderr)
+    return 0 if all("failed" not in line for line in summary) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
