@@ -33,8 +33,10 @@ def preserve(model: nn.Module):
     modules = list(model.modules())
     training = [module.training for module in modules]
     children = [dict(module._modules) for module in modules]
+    # only the hook dicts that hold something; most are empty (cheap for big models)
     hooks = [
-        {attr: set(getattr(module, attr, {}).keys()) for attr in HOOK_DICTS} for module in modules
+        {attr: set(table) for attr in HOOK_DICTS if (table := module.__dict__.get(attr))}
+        for module in modules
     ]
     forwards = [module.__dict__.get("forward") for module in modules]
     parameters = list(model.parameters())
@@ -49,9 +51,10 @@ def preserve(model: nn.Module):
             if module._modules != kids:
                 module._modules.clear()
                 module._modules.update(kids)
-            for attr, keys in hook_keys.items():
-                table = getattr(module, attr, None)
-                if table is not None:
+            for attr in HOOK_DICTS:
+                table = module.__dict__.get(attr)
+                if table:
+                    keys = hook_keys.get(attr, ())
                     for key in [k for k in table if k not in keys]:
                         del table[key]
             if module.__dict__.get("forward") is not forward:

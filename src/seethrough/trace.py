@@ -27,7 +27,8 @@ Edit = Callable[[torch.Tensor], torch.Tensor]
 LayerSpec = str | nn.Module
 
 
-def resolve_layer(model: nn.Module, layer: LayerSpec) -> tuple[str, nn.Module]:
+def resolve_layer(model: nn.Module, layer: LayerSpec,
+                  named: dict[str, nn.Module] | None = None) -> tuple[str, nn.Module]:
     """Find a module by dotted name (or identity); return ``(name, module)``.
 
     A name that is not exact may be a unique suffix: ``"features.3"`` finds ``"net.features.3"``
@@ -36,8 +37,10 @@ def resolve_layer(model: nn.Module, layer: LayerSpec) -> tuple[str, nn.Module]:
     Example:
         >>> resolve_layer(nn.Sequential(nn.Conv2d(3, 4, 3)), "0")[0]
         '0'
+
+    ``named`` is ``dict(model.named_modules())`` if the caller already has it.
     """
-    named = dict(model.named_modules())
+    named = dict(model.named_modules()) if named is None else named
     if isinstance(layer, nn.Module):
         for name, module in named.items():
             if module is layer:
@@ -136,7 +139,8 @@ class Trace:
     ):
         if isinstance(layers, (str, nn.Module)):
             layers = [layers]
-        resolved = [resolve_layer(model, layer) for layer in layers]
+        named = dict(model.named_modules())
+        resolved = [resolve_layer(model, layer, named) for layer in layers]
         if not resolved:
             raise InputError("Trace needs at least one layer name")
         self.model = model
