@@ -126,21 +126,25 @@ def collate(samples: list[dict], vocabulary: Vocabulary) -> tuple[torch.Tensor, 
     if not pixel_categories and not image_categories:
         raise InputError("samples carry no labels of the dataset's categories "
                          f"{vocabulary.categories}: expected sample['masks'][category]")
-    pixels, images_level = [], []
-    for sample in samples:
-        layers = []
-        for category in pixel_categories:
-            labels = _as_layers(sample["masks"][category]).long()
-            layers.append(torch.where(labels > 0, labels + vocabulary.offsets[category], 0))
-        pixels.append(torch.cat(layers) if layers else torch.zeros(0, 1, 1, dtype=torch.long))
-        images_level.append([v + vocabulary.offsets[c] for c in image_categories
-                             for v in _as_list(sample[c])])
-    depth = max(p.shape[0] for p in pixels)
-    pixel = torch.zeros(len(samples), depth, *pixels[0].shape[-2:], dtype=torch.long)
-    for n, p in enumerate(pixels):
-        if p.shape[-2:] != pixel.shape[-2:]:
+    layers = []
+    for category in pixel_categories:
+        maps = [_as_layers(sample["masks"][category]) for sample in samples]
+        if len({tuple(m.shape) for m in maps}) > 1:
+            depth = max(m.shape[0] for m in maps)
+            if len({tuple(m.shape[-2:]) for m in maps}) > 1:
+                raise InputError("label maps of one batch differ in size: resize them to one size")
+            maps = [torch.cat([m, m.new_zeros(depth - m.shape[0], *m.shape[1:])]) for m in maps]
+        stacked = torch.stack(maps).long()  # (N, L_category, H, W)
+        layers.append(torch.where(stacked > 0, stacked + vocabulary.offsets[category], 0))
+    if layers:
+        sizes = {tuple(layer.shape[-2:]) for layer in layers}
+        if len(sizes) > 1:
             raise InputError("label maps of one batch differ in size: resize them to one size")
-        pixel[n, : p.shape[0]] = p
+        pixel = torch.cat(layers, 1)
+    else:
+        pixel = torch.zeros(len(samples), 1, 1, 1, dtype=torch.long)
+    images_level = [[v + vocabulary.offsets[c] for c in image_categories for v in _as_list(sample[c])]
+                    for sample in samples]
     width = max(1, max(len(v) for v in images_level))
     image = torch.zeros(len(samples), width, dtype=torch.long)
     for n, values in enumerate(images_level):
