@@ -3,12 +3,15 @@ ConceptNet on ConceptWorld with ground truth). Each capability adds one section 
 
 A section function takes the ``DemoContext`` and returns a ``Section``. Finished sections are
 cached in ``OUT/.sections/`` so an interrupted run resumes where it stopped (``resume=True``).
+A cached section is reused only if it was made by the same seethrough code and weights
+(``code_fingerprint``); after an upgrade or an edit it is made again.
 
 Example:
     >>> path = run_demo("report-out", sections=["models"])   # doctest: +SKIP
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 from dataclasses import dataclass
@@ -70,6 +73,17 @@ class DemoContext:
         return ConceptWorld(split=split, length=length, size=size, bias=bias)
 
 
+def code_fingerprint() -> str:
+    """A digest of seethrough's own source files and bundled weights (a few ms to compute)."""
+    root = Path(__file__).parent
+    digest = hashlib.sha1()
+    for path in sorted(root.rglob("*")):
+        if path.suffix in (".py", ".json", ".safetensors", ".j2") and path.is_file():
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def section_function(key: str):
     if key not in SECTIONS:
         raise InputError(f"unknown report section {key!r}; choose from {', '.join(SECTIONS)}")
@@ -88,15 +102,18 @@ def run_demo(out_dir: str | Path = "seethrough-report", *, sections: list[str] |
     keys = list(sections or SECTIONS)
     functions = {key: section_function(key) for key in keys}
     context = DemoContext(out_dir=out_dir, quick=quick)
+    code = code_fingerprint()
     built = []
     bar = tqdm(keys, desc="report", unit="section", disable=not progress)
     for key in bar:
         bar.set_postfix_str(key)
         cached = cache / f"{key}{'-quick' if quick else ''}.json"
         if resume and cached.is_file():
-            built.append(Section(**json.loads(cached.read_text())))
-            continue
+            saved = json.loads(cached.read_text())
+            if saved.pop("code", None) == code:
+                built.append(Section(**saved))
+                continue
         section = functions[key](context)
-        write_text_atomic(cached, json.dumps(section.__dict__))
+        write_text_atomic(cached, json.dumps({**section.__dict__, "code": code}))
         built.append(section)
     return write_report(out_dir / "report.html", "seethrough report", built)

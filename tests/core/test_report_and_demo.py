@@ -49,3 +49,18 @@ def test_photo_loader_rejects_unreadable_file(tmp_path):
 
     Image.fromarray(np.zeros((10, 20, 3), np.uint8)).save(good)
     assert load_image(str(good), 16).shape == (3, 16, 16)
+
+
+def test_sections_cached_by_other_code_are_rebuilt(tmp_path):
+    import json
+
+    from seethrough.demo import code_fingerprint, run_demo
+
+    run_demo(tmp_path, sections=["models"], progress=False)
+    cached = tmp_path / ".sections" / "models.json"
+    saved = json.loads(cached.read_text())
+    assert saved["code"] == code_fingerprint()
+    cached.write_text(json.dumps({**saved, "code": "older", "body": "<p>stale</p>"}))
+    text = run_demo(tmp_path, sections=["models"], progress=False).read_text()
+    assert "stale" not in text
+    assert json.loads(cached.read_text())["code"] == code_fingerprint()

@@ -118,7 +118,8 @@ class _Cache:
 
     def put(self, batch: int, acts: dict, labels: LabelBatch) -> None:
         item = {"acts": {k: v.to("cpu", self.dtype) for k, v in acts.items()},
-                "pixel": labels.pixel.to(torch.int32), "image": labels.image.to(torch.int32)}
+                "pixel": labels.pixel.to(torch.int16 if labels.pixel.max() < 2**15 else torch.int32),
+                "image": labels.image.to(torch.int32)}
         size = sum(t.numel() * t.element_size() for t in (*item["acts"].values(), item["pixel"]))
         if size <= self.memory:
             self.memory -= size
