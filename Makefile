@@ -18,4 +18,6 @@ test: install
 
 bench: install
 	$(PIP) install --quiet -e ".[bench]"
+	# Lucent's metadata pins kornia<=0.4.1 (no longer installable): installed without its deps
+	$(PIP) install --quiet --no-deps torch-lucent==0.1.8
 	$(PYTHON) benchmarks/run_all.py

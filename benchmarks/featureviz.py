@@ -6,8 +6,8 @@ Cases on the real ImageNet MobileNetV2, at native size (no upsampling), one unit
 a channel of ``features.10`` (the forward stops there) and a class logit per item (full network).
 Baselines: one forward+backward of the whole model on the same batch at the size the model sees,
 (a) with gradients to the input only (what a visualization needs) and (b) also to the weights
-(what a plain ``loss.backward()`` does). Lucent (``pip install --no-deps torch-lucent kornia
-kornia_rs decorator``) runs the same objective, parameterization (Fourier, decorrelated), Lucid's
+(what a plain ``loss.backward()`` does). Lucent (``make bench`` installs it; by hand:
+``pip install kornia decorator && pip install --no-deps torch-lucent``) runs the same objective, parameterization (Fourier, decorrelated), Lucid's
 standard transforms and Adam 0.05 (kornia's two moved functions are aliased back for Lucent,
 which pins kornia<=0.4.1); its time per step is the difference of two runs divided by the
 step difference, so its set-up is not counted.
@@ -99,7 +99,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    from seethrough.allocator import keep_freed_memory
 
+    keep_freed_memory()  # as the seethrough command does; applies to Lucent alike
     from seethrough.featureviz import objectives as obj
     from seethrough.featureviz.transforms import Transforms
     from seethrough.models import load_model

@@ -38,13 +38,13 @@ class Bands:
     """Label pixels along one axis grouped by the pair of activations they interpolate.
 
     Band ``b`` holds the pixels that read activations ``source[b]`` and ``source[b] + 1``
-    (the latter past the edge has weight 0), padded to one width with ``valid`` False.
+    (the latter past the edge has weight 0), padded to one width with NaN weights: a padded
+    pixel's value is NaN, never above a threshold.
     """
 
     source: torch.Tensor  # (B,) long: first activation index of each band
     pixels: torch.Tensor  # (B, S) long: label pixel indices (0 where padded)
-    valid: torch.Tensor  # (B, S) bool
-    weights: torch.Tensor  # (B, S, 2) float64: weights of source and source + 1
+    weights: torch.Tensor  # (B, S, 2) float64: weights of source and source + 1; NaN: padding
 
     @classmethod
     def from_matrix(cls, matrix: torch.Tensor) -> Bands:
@@ -62,14 +62,12 @@ class Bands:
         starts, counts = torch.unique(low, return_counts=True)
         width = int(counts.max())
         pixels = torch.zeros(len(starts), width, dtype=torch.long)
-        valid = torch.zeros(len(starts), width, dtype=torch.bool)
-        weights = torch.zeros(len(starts), width, 2, dtype=torch.float64)
+        weights = torch.full((len(starts), width, 2), torch.nan, dtype=torch.float64)
         for band, start in enumerate(starts.tolist()):
             members = (low == start).nonzero().flatten()
             pixels[band, : len(members)] = members
-            valid[band, : len(members)] = True
             weights[band, : len(members)] = pair[members, 0]
-        return cls(starts, pixels, valid, weights)
+        return cls(starts, pixels, weights)
 
     def select(self, tensor: torch.Tensor, dim: int, shift: int) -> torch.Tensor:
         """``tensor`` at indices ``source + shift`` along ``dim`` (a view when they are a range)."""
@@ -116,24 +114,24 @@ def mask_counts(
     per_image = torch.zeros(n * units * concepts, dtype=torch.float64, device=device)
     area = torch.zeros(n * units, dtype=torch.float64, device=device)
     two = torch.arange(2, device=device)
-    step = max(1, _CHUNK // (rows.pixels.shape[1] * cols.pixels.shape[1]))
+    row_source, row_pixels, row_weights = (t.to(device) for t in (rows.source, rows.pixels, rows.weights))
+    col_source, col_pixels, col_weights = (t.to(device) for t in (cols.source, cols.pixels, cols.weights))
+    step = max(1, _CHUNK // (row_pixels.shape[1] * col_pixels.shape[1]))
     for start in range(0, len(image), step):
         i, k = image[start : start + step], unit[start : start + step]
         br, bc = band_r[start : start + step], band_c[start : start + step]
-        r = (rows.source.to(device)[br, None] + two)[:, :, None]
-        c = (cols.source.to(device)[bc, None] + two)[:, None, :]
+        r = (row_source[br, None] + two)[:, :, None]
+        c = (col_source[bc, None] + two)[:, None, :]
         patch = padded[i[:, None, None], k[:, None, None], r, c].double()  # (M, 2, 2)
-        values = rows.weights.to(device)[br] @ patch @ cols.weights.to(device)[bc].transpose(1, 2)
-        inside = (values > thresholds[k, None, None]) & rows.valid.to(device)[br, :, None] \
-            & cols.valid.to(device)[bc, None, :]
+        values = row_weights[br] @ patch @ col_weights[bc].transpose(1, 2)
+        inside = values > thresholds[k, None, None]  # NaN (padding) is never inside
         cell, a, b = inside.nonzero(as_tuple=True)
-        pixel = rows.pixels.to(device)[br[cell], a] * width + cols.pixels.to(device)[bc[cell], b]
+        pixel = row_pixels[br[cell], a] * width + col_pixels[bc[cell], b]
         owner = i[cell] * units + k[cell]
         area += torch.bincount(owner, minlength=n * units).double()
-        under = flat_labels[i[cell], :, pixel]  # (E, L)
-        for layer in range(under.shape[1]):
-            per_image += torch.bincount(owner * concepts + under[:, layer],
-                                        minlength=n * units * concepts).double()
+        under = flat_labels[i[cell], :, pixel]  # (E, L): every label layer under each pixel
+        per_image += torch.bincount((owner[:, None] * concepts + under).flatten(),
+                                    minlength=n * units * concepts).double()
     per_image = per_image.view(n, units, concepts)
     per_image[:, :, 0] = 0
     return per_image, area.view(n, units)

@@ -63,22 +63,22 @@ class QuantileSketch:
             exponent = exponent + too_wide.long()
 
     def _regrid(self, exponent: torch.Tensor, low: torch.Tensor) -> None:
-        """Move the counts to the (coarser or equal) grid ``exponent`` starting at ``low``."""
+        """Move the counts to the (coarser or equal) grid ``exponent`` starting at ``low``; only
+        the units whose grid changes are touched."""
         width = torch.pow(2.0, exponent.double())
         offset = torch.floor(low / width).to(torch.int64)
-        if torch.equal(exponent, self.exponent) and torch.equal(offset, self.offset):
+        changed = ((exponent != self.exponent) | (offset != self.offset)).nonzero().flatten()
+        if len(changed) == 0:
             return
-        shift = (exponent - self.exponent).clamp(0, 62)
-        positions = self.offset[:, None] + torch.arange(self.bins, device=self.counts.device)
-        target = (positions >> shift[:, None]) - offset[:, None]  # arithmetic shift = floor
-        keep = self.counts > 0
-        if bool(((target < 0) | (target >= self.bins))[keep].any()):
+        shift = (exponent[changed] - self.exponent[changed]).clamp(0, 62)
+        positions = self.offset[changed, None] + torch.arange(self.bins, device=self.counts.device)
+        target = (positions >> shift[:, None]) - offset[changed, None]  # arithmetic shift = floor
+        old = self.counts[changed]
+        if bool(((target < 0) | (target >= self.bins))[old > 0].any()):
             raise AssertionError("quantile sketch regrid lost counts (bug)")
-        target = target.clamp(0, self.bins - 1)
-        rows = torch.arange(self.units, device=self.counts.device)[:, None] * self.bins
-        counts = torch.zeros(self.units * self.bins, dtype=torch.int64, device=self.counts.device)
-        counts.index_add_(0, (rows + target).flatten(), self.counts.flatten())
-        self.counts = counts.view(self.units, self.bins)
+        counts = torch.zeros_like(old)
+        counts.scatter_add_(1, target.clamp(0, self.bins - 1), old)
+        self.counts[changed] = counts
         self.exponent, self.offset = exponent, offset
 
     # -- statistics -----------------------------------------------------------------------------
