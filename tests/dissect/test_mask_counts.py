@@ -1,4 +1,5 @@
-"""Sparse mask counting equals counting the dense upsampled masks, in every geometry."""
+"""Sparse mask counting equals counting the dense upsampled masks, in every geometry, with the
+fused kernels and with the torch code; the quantile sketch bins the same way on both paths."""
 from __future__ import annotations
 
 import pytest
@@ -22,6 +23,17 @@ def random_labels(n: int, size: tuple[int, int], generator: torch.Generator) -> 
     return LabelBatch(pixel=pixel, image=image)
 
 
+@pytest.fixture(params=["fused", "torch"])
+def path(request, monkeypatch):
+    """Both implementations: the numba kernels and the torch code."""
+    from seethrough.dissect import kernels
+
+    if request.param == "fused" and not kernels.enabled_for(torch.zeros(1)):
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(kernels, "ENABLED", request.param == "fused")
+    return request.param
+
+
 @pytest.mark.parametrize("grid, size, mode", [
     ((7, 7), (64, 64), "bilinear"),
     ((5, 3), (37, 50), "bilinear"),      # scale factors that are not integers, h != w
@@ -29,7 +41,7 @@ def random_labels(n: int, size: tuple[int, int], generator: torch.Generator) -> 
     ((8, 8), (8, 8), "bilinear"),        # no upsampling at all
     ((6, 6), (48, 48), "anchored"),      # the original's receptive-field centres
 ])
-def test_sparse_counts_equal_dense_masks(grid, size, mode):
+def test_sparse_counts_equal_dense_masks(grid, size, mode, path):
     generator = torch.Generator().manual_seed(0)
     n, units = 5, 9
     acts = torch.randn(n, units, *grid, generator=generator).relu()
@@ -53,3 +65,26 @@ def test_sparse_counts_equal_dense_masks(grid, size, mode):
 def test_bands_refuse_a_non_linear_resize():
     with pytest.raises(InputError, match="linear interpolation"):
         Bands.from_matrix(torch.full((4, 3), 1 / 3))
+
+
+def test_fused_and_torch_sketches_are_identical(monkeypatch):
+    from seethrough.dissect import kernels
+    from seethrough.dissect.quantile import QuantileSketch
+
+    if not kernels.enabled_for(torch.zeros(1)):
+        pytest.skip("numba is not installed")
+    generator = torch.Generator().manual_seed(0)
+    batches = [torch.randn(6, 5, 7, 7, generator=generator).relu() * scale for scale in (1, 3, 0.1)]
+    batches.append(torch.randn(4, 5, 3, 3, generator=generator).double() - 2)  # float64, negatives
+    sketches = {}
+    for enabled in (True, False):
+        monkeypatch.setattr(kernels, "ENABLED", enabled)
+        sketch = QuantileSketch(5, bins=64)
+        for batch in batches:
+            sketch.update(batch)
+        sketches[enabled] = sketch.state_dict()
+    for key, value in sketches[True].items():
+        assert torch.equal(torch.as_tensor(value), torch.as_tensor(sketches[False][key])), key
+    with pytest.raises(InputError, match="NaN"):
+        monkeypatch.setattr(kernels, "ENABLED", True)
+        QuantileSketch(2).update(torch.tensor([[1.0, float("nan")]]))

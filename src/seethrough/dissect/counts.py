@@ -43,6 +43,9 @@ class IoUCounter:
         self.label_area = zeros(concepts)
         self.mask_area = {"paper": zeros(units, categories), "netdissect_lite": zeros(units, categories)}
         self.images = 0
+        #: (concepts, categories) 0/1: which category each concept belongs to ("none": none)
+        self.membership = zeros(concepts, categories)
+        self.membership[torch.arange(1, concepts), vocabulary.category_of[1:].to(device)] = 1.0
 
     def update(self, masks: torch.Tensor, labels: LabelBatch) -> None:
         """Add a batch: boolean (or 0/1 float) ``masks`` (N, units, H, W) at the labels' size."""
@@ -69,10 +72,7 @@ class IoUCounter:
         n = area.shape[0]
         height, width = labels.size
         per_image, area = per_image.to(device, torch.float64), area.to(device, torch.float64)
-        category_of = self.vocabulary.category_of.to(device)
-        membership = torch.zeros(concepts, len(self.vocabulary.categories), dtype=torch.float64,
-                                 device=device)
-        membership[torch.arange(1, concepts), category_of[1:]] = 1.0  # concept -> category
+        membership = self.membership
         image_hot = torch.zeros(n, concepts, dtype=torch.float64, device=device)
         image_hot.scatter_(1, labels.image.to(device), 1.0)
         image_hot[:, 0] = 0

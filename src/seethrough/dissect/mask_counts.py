@@ -11,7 +11,8 @@ labels under the pixels above the threshold. The result is exactly what the dens
 
 Example:
     >>> import torch
-    >>> from seethrough.dissect.labels import LabelBatch
+    >>> from seethrough.dissect import kernels
+from seethrough.dissect.labels import LabelBatch
     >>> from seethrough.dissect.upsample import bilinear_matrix
     >>> acts = torch.tensor([[[[0.0, 1.0], [0.0, 0.0]]]])        # one unit on a 2 x 2 grid
     >>> labels = LabelBatch(pixel=torch.ones(1, 1, 4, 4, dtype=torch.long), image=torch.zeros(1, 1).long())
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from seethrough.dissect import kernels
 from seethrough.dissect.labels import LabelBatch
 from seethrough.errors import InputError
 
@@ -102,6 +104,13 @@ def mask_counts(
         on = (acts.reshape(n, units).double() > thresholds).double()
         per_image = on[:, :, None] * labels.label_counts(concepts).to(device, torch.float64)[:, None]
         return per_image, on * (height * width)
+    if kernels.enabled_for(acts):
+        flat = labels.pixel.to(torch.long).reshape(n, labels.pixel.shape[1], height * width)
+        per_image, area = kernels.mask_counts(acts.float(), thresholds, rows, cols, flat, width,
+                                              concepts)
+        per_image = per_image.double()
+        per_image[:, :, 0] = 0
+        return per_image, area.double()
     padded = F.pad(acts.float(), (0, 1, 0, 1), mode="replicate")
     pairs = torch.maximum(rows.select(padded, 2, 0), rows.select(padded, 2, 1))
     cell_max = torch.maximum(cols.select(pairs, 3, 0), cols.select(pairs, 3, 1))

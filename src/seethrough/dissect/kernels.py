@@ -1,0 +1,126 @@
+"""Fused CPU loops (numba) for the two per-activation steps of a dissection.
+
+Torch runs each elementwise step as its own pass over memory: binning activations for the
+quantile sketch takes about seven, counting masks about ten (the per-unit minimum and maximum
+stay with torch, whose reductions are already one pass). For a small model such as
+ConceptNet those passes cost as much as its forward pass. These kernels do each step in one
+parallel pass with the same arithmetic: the bins are the same integers, and the interpolated
+pixel values are the same float64 sums in the same order as the torch code's batched matmuls
+(tests compare the two paths). They run for CPU tensors when numba is installed (a core
+dependency); ``ENABLED = False`` or the environment variable ``SEETHROUGH_KERNELS=0`` turns
+them off. Compiled code is cached on disk, so only the first run pays the few seconds of JIT.
+
+Example:
+    >>> import torch
+    >>> enabled_for(torch.zeros(1))  in (True, False)
+    True
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+
+ENABLED = os.environ.get("SEETHROUGH_KERNELS", "1") != "0"
+
+
+def enabled_for(tensor: torch.Tensor) -> bool:
+    """True when the fused kernels can take this tensor (CPU, numba importable, enabled)."""
+    if not ENABLED or tensor.device.type != "cpu":
+        return False
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _compiled():
+    """The numba kernels, compiled (or loaded from the disk cache) on first use."""
+    global _KERNELS
+    if _KERNELS is None:
+        _KERNELS = _build()
+    return _KERNELS
+
+
+_KERNELS = None
+
+
+def _build():
+    from numba import njit, prange
+
+    @njit(parallel=True, cache=True)
+    def bin_counts(x, inverse_width, offset, counts, zeros):  # adds into counts (K, bins)
+        bins = counts.shape[1]
+        for k in prange(x.shape[1]):
+            scale, start = inverse_width[k], offset[k]
+            exact_zeros = 0
+            for i in range(x.shape[0]):
+                for p in range(x.shape[2]):
+                    v = x[i, k, p]
+                    if v == 0:  # counted apart: a run of increments of one bin is slow
+                        exact_zeros += 1
+                        continue
+                    j = int(math.floor(v * scale)) - start
+                    counts[k, min(max(j, 0), bins - 1)] += 1
+            counts[k, min(max(-start, 0), bins - 1)] += exact_zeros
+            zeros[k] += exact_zeros
+
+    @njit(parallel=True, cache=True)
+    def mask_counts(acts, thresholds, row_source, row_pixels, row_weights, col_source,
+                    col_pixels, col_weights, labels, width, per_image, area):
+        n, units, h, w = acts.shape
+        for job in prange(n * units):
+            i, k = job // units, job % units
+            threshold = thresholds[k]
+            for br in range(row_source.shape[0]):
+                r0 = row_source[br]
+                r1 = min(r0 + 1, h - 1)
+                for bc in range(col_source.shape[0]):
+                    c0 = col_source[bc]
+                    c1 = min(c0 + 1, w - 1)
+                    a00, a01 = acts[i, k, r0, c0], acts[i, k, r0, c1]
+                    a10, a11 = acts[i, k, r1, c0], acts[i, k, r1, c1]
+                    if not max(max(a00, a01), max(a10, a11)) > threshold:
+                        continue
+                    for a in range(row_pixels.shape[1]):
+                        wr0, wr1 = row_weights[br, a, 0], row_weights[br, a, 1]
+                        if wr0 != wr0:  # NaN: padding, the band has no more pixels
+                            break
+                        t0 = wr0 * np.float64(a00) + wr1 * np.float64(a10)
+                        t1 = wr0 * np.float64(a01) + wr1 * np.float64(a11)
+                        base = row_pixels[br, a] * width
+                        for b in range(col_pixels.shape[1]):
+                            wc0, wc1 = col_weights[bc, b, 0], col_weights[bc, b, 1]
+                            if wc0 != wc0:
+                                break
+                            if t0 * wc0 + t1 * wc1 > threshold:
+                                area[i, k] += 1
+                                pixel = base + col_pixels[bc, b]
+                                for layer in range(labels.shape[1]):
+                                    per_image[i, k, labels[i, layer, pixel]] += 1
+
+    return {"bin_counts": bin_counts, "mask_counts": mask_counts}
+
+
+def bin_counts(x: torch.Tensor, inverse_width: torch.Tensor, offset: torch.Tensor,
+               counts: torch.Tensor, zeros: torch.Tensor) -> None:
+    """Add to ``counts`` (K, bins) the bin ``floor(x * inverse_width) - offset`` (clamped) of
+    every value of ``x`` (n, K, P), and to ``zeros`` (K,) the exact zeros; in place."""
+    _compiled()["bin_counts"](x.numpy(), inverse_width.double().numpy(), offset.numpy(),
+                              counts.numpy(), zeros.numpy())
+
+
+def mask_counts(acts: torch.Tensor, thresholds: torch.Tensor, rows, cols, labels: torch.Tensor,
+                width: int, concepts: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``dissect.mask_counts.mask_counts`` in one pass: (N, K, concepts) and (N, K) int64."""
+    n, units = acts.shape[:2]
+    per_image = np.zeros((n, units, concepts), dtype=np.int64)
+    area = np.zeros((n, units), dtype=np.int64)
+    _compiled()["mask_counts"](
+        acts.numpy(), thresholds.double().numpy(), rows.source.numpy(),
+        rows.pixels.numpy(), rows.weights.numpy(), cols.source.numpy(), cols.pixels.numpy(),
+        cols.weights.numpy(), labels.numpy(), width, per_image, area)
+    return torch.from_numpy(per_image), torch.from_numpy(area)
