@@ -6,14 +6,12 @@ probability = the grown mask's area fraction; the methods must beat that by a wi
 """
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 import seethrough
 from seethrough.data.conceptworld import ConceptWorld
-
 
 TOLERANCE = 4
 COUNT = 32

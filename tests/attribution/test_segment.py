@@ -1,7 +1,6 @@
 """Segmentation from saliency with GrabCut, scored against ConceptWorld's object masks."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 
@@ -11,7 +10,6 @@ from seethrough.data import ConceptWorld
 from seethrough.errors import InputError
 from seethrough.evaluate import iou
 from seethrough.evaluate.localization import top_fraction
-
 
 
 def world_batch(count: int = 24):

@@ -33,7 +33,7 @@ def test_mobilenet_checkpoint_is_torchvisions_file():
 
 
 def test_missing_mobilenet_weights_explain_how_to_get_them(monkeypatch, tmp_path):
-    import seethrough.models.imagenet as imagenet
+    from seethrough.models import imagenet
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     monkeypatch.setattr(imagenet, "_package_file", lambda *parts: None)

@@ -8,7 +8,7 @@ README = Path(__file__).parents[2] / "README.md"
 
 
 def test_readme_python_examples_run():
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
     assert len(blocks) >= 2
     namespace: dict = {}
     for block in blocks:

@@ -74,10 +74,9 @@ def test_guided_gradient_through_every_relu_is_non_negative():
 
 def test_rule_is_local_and_restored_after_error():
     originals = (F.relu, F.relu6, F.hardtanh, torch.relu, torch.Tensor.relu)
-    with pytest.raises(ValueError):
-        with relu_backward("deconvnet"):
-            assert F.relu is not originals[0]
-            raise ValueError
+    with pytest.raises(ValueError), relu_backward("deconvnet"):
+        assert F.relu is not originals[0]
+        raise ValueError
     assert (F.relu, F.relu6, F.hardtanh, torch.relu, torch.Tensor.relu) == originals
     x = torch.tensor([-1.0, 1.0], requires_grad=True)
     (torch.relu(x) * -1).sum().backward()
@@ -85,6 +84,5 @@ def test_rule_is_local_and_restored_after_error():
 
 
 def test_unknown_rule_is_a_clear_error():
-    with pytest.raises(InputError, match="guided"):
-        with relu_backward("sideways"):
-            pass
+    with pytest.raises(InputError, match="guided"), relu_backward("sideways"):
+        pass

@@ -34,13 +34,12 @@ def test_trace_restores_model_normally_and_on_error(models, arch, unchanged):
             out = model(x.requires_grad_())
             out[:, 1].sum().backward()
         assert trace[layer].grad.shape == trace[layer].output.shape
-    with unchanged(model):
-        with pytest.raises(RuntimeError, match="boom"):
-            first_conv = next(n for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
-            with Trace(model, [layer, first_conv]):
-                model.eval()
-                model(x)
-                raise RuntimeError("boom")
+    with unchanged(model), pytest.raises(RuntimeError, match="boom"):
+        first_conv = next(n for n, m in model.named_modules() if isinstance(m, nn.Conv2d))
+        with Trace(model, [layer, first_conv]):
+            model.eval()
+            model(x)
+            raise RuntimeError("boom")
     model.eval()
 
 
@@ -50,9 +49,8 @@ def test_trace_on_bundled_model(unchanged):
     model = load_model("conceptnet")
     size = model.input_size
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    with unchanged(model):
-        with Trace(model, names, retain_grad=True) as trace:
-            model(torch.rand(3, *size))[:, 0].sum().backward()
+    with unchanged(model), Trace(model, names, retain_grad=True) as trace:
+        model(torch.rand(3, *size))[:, 0].sum().backward()
     assert all(trace[n].grad is not None for n in names)
 
 
@@ -164,7 +162,6 @@ def test_stop_skips_the_rest_of_the_network():
 
 def test_hook_errors_do_not_leak_hooks():
     net = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
-    with pytest.raises(Exception):
-        with Trace(net, ["0", "1"], edit={"0": lambda a: "not a tensor"}):
-            net(torch.randn(1, 4))
+    with pytest.raises(Exception), Trace(net, ["0", "1"], edit={"0": lambda a: "not a tensor"}):
+        net(torch.randn(1, 4))
     assert not net[0]._forward_hooks and not net[1]._forward_hooks

@@ -9,7 +9,6 @@ from seethrough.dissect import dissect
 from tests.dissect.test_run import Frozen
 
 
-
 def test_cli_runs_an_experiment_and_draws_it(tmp_path, capsys):
     torch.manual_seed(0)  # the random-weight model the command builds
     out = tmp_path / "out"

@@ -11,7 +11,6 @@ from seethrough.trace import capture
 from tests.conftest import ARCHITECTURES, LAST_CONV, small_vit
 
 
-
 def test_deterministic_given_a_seed(net):
     run = lambda seed: visualize(net, obj.channel("2", [0, 1]), steps=5, size=24, seed=seed)
     first, again, other = run(0), run(0), run(1)

@@ -63,8 +63,8 @@ def _build():
                     if v == 0:  # counted apart: a run of increments of one bin is slow
                         exact_zeros += 1
                         continue
-                    j = int(math.floor(v * scale)) - start
-                    counts[k, min(max(j, 0), bins - 1)] += 1
+                    j = min(max(np.floor(v * scale) - start, 0.0), bins - 1.0)  # inf: clamped
+                    counts[k, int(j)] += 1
             counts[k, min(max(-start, 0), bins - 1)] += exact_zeros
             zeros[k] += exact_zeros
 
@@ -87,14 +87,14 @@ def _build():
                         continue
                     for a in range(row_pixels.shape[1]):
                         wr0, wr1 = row_weights[br, a, 0], row_weights[br, a, 1]
-                        if wr0 != wr0:  # NaN: padding, the band has no more pixels
+                        if math.isnan(wr0):  # NaN: padding, the band has no more pixels
                             break
                         t0 = wr0 * np.float64(a00) + wr1 * np.float64(a10)
                         t1 = wr0 * np.float64(a01) + wr1 * np.float64(a11)
                         base = row_pixels[br, a] * width
                         for b in range(col_pixels.shape[1]):
                             wc0, wc1 = col_weights[bc, b, 0], col_weights[bc, b, 1]
-                            if wc0 != wc0:
+                            if math.isnan(wc0):
                                 break
                             if t0 * wc0 + t1 * wc1 > threshold:
                                 area[i, k] += 1

@@ -156,4 +156,4 @@ def class_name(model: nn.Module, index: int) -> str:
     return names[index] if names and 0 <= index < len(names) else f"class {index}"
 
 
-__all__ = ["ImageModel", "load_model", "input_size", "class_name", "Normalize"]
+__all__ = ["ImageModel", "Normalize", "class_name", "input_size", "load_model"]
