@@ -11,8 +11,7 @@ labels under the pixels above the threshold. The result is exactly what the dens
 
 Example:
     >>> import torch
-    >>> from seethrough.dissect import kernels
-from seethrough.dissect.labels import LabelBatch
+    >>> from seethrough.dissect.labels import LabelBatch
     >>> from seethrough.dissect.upsample import bilinear_matrix
     >>> acts = torch.tensor([[[[0.0, 1.0], [0.0, 0.0]]]])        # one unit on a 2 x 2 grid
     >>> labels = LabelBatch(pixel=torch.ones(1, 1, 4, 4, dtype=torch.long), image=torch.zeros(1, 1).long())
