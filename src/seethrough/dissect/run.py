@@ -196,8 +196,8 @@ def dissect(
         basis: ``{layer: (K', K)}`` to dissect directions instead of units (e.g. a rotation).
         transform: ``f(images, labels, batch_index)`` applied to each batch (experiments).
         bins: bins per unit of the quantile sketch (error <= 2 * range / bins).
-        cache: keep activations of pass 1 on disk for pass 2 (else run the model twice).
-        cache_dtype: precision of the cache (float16 halves the disk traffic).
+        cache: keep the activations of pass 1 for pass 2 (else run the model twice).
+        cache_dtype: precision of the cache (float16 halves its memory and disk traffic).
         cache_memory: bytes of the cache kept in memory before it spills to disk (without a
             checkpoint; with one, the cache is all on disk so that a resumed run finds it).
         checkpoint: file to save progress to and resume from.
