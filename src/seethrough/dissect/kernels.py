@@ -4,9 +4,9 @@ Torch runs each elementwise step as its own pass over memory: binning activation
 quantile sketch takes about seven, counting masks about ten (the per-unit minimum and maximum
 stay with torch: its reductions are already one pass, and the grid must be known before binning). For a small model such as
 ConceptNet those passes cost as much as its forward pass. These kernels do each step in one
-parallel pass with the same arithmetic: the bins are the same integers, and the interpolated
-pixel values are the same float64 sums in the same order as the torch code's batched matmuls
-(tests compare the two paths). They run for CPU tensors when numba is installed (a core
+parallel pass with the same arithmetic: the bins are the same integers, and each pixel is
+interpolated in float64 from the same 2 x 2 activations and weights as in the torch code
+(tests require the two paths to give identical counts). They run for CPU tensors when numba is installed (a core
 dependency); ``ENABLED = False`` or the environment variable ``SEETHROUGH_KERNELS=0`` turns
 them off. Compiled code is cached on disk: the first run on a machine pays about 3 s of JIT,
 later processes load the kernels in under a second.
