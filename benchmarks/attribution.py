@@ -81,6 +81,7 @@ def our_methods(layer: str, s: dict) -> dict:
 
 def peers(model, layer: str, s: dict, batch_size: int, window: int) -> dict:
     """name -> function(images, targets) for the peers' equivalents that are installed."""
+    from seethrough.preserve import preserve
     from seethrough.trace import resolve_layer
 
     found = {}
@@ -113,16 +114,10 @@ def peers(model, layer: str, s: dict, batch_size: int, window: int) -> dict:
 
         def cam_of(cls):
             def run(x, t):
-                flags = [p.requires_grad for p in model.parameters()]
-                model.requires_grad_(True)  # pytorch-grad-cam differentiates through them
-                try:
-                    with cls(model=model, target_layers=[module]) as cam:
-                        cam.batch_size = batch_size
-                        return cam(input_tensor=x,
-                                   targets=[ClassifierOutputTarget(int(c)) for c in t])
-                finally:
-                    for parameter, flag in zip(model.parameters(), flags):
-                        parameter.requires_grad_(flag)
+                with preserve(model), cls(model=model, target_layers=[module]) as cam:
+                    model.requires_grad_(True)  # pytorch-grad-cam differentiates through them
+                    cam.batch_size = batch_size
+                    return cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in t])
             return run
 
         found["gradcam_plus_plus"] = ("pytorch-grad-cam", cam_of(pgc.GradCAMPlusPlus))

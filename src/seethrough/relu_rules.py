@@ -33,11 +33,8 @@ from seethrough.errors import InputError
 #: ``rule(grad_output, input, passes) -> grad_input``; ``passes`` marks where the forward was linear
 Rule = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
-RULES: dict[str, Rule] = {
-    "guided": lambda grad, x, passes: grad.clamp(min=0) * passes,
-    "deconvnet": lambda grad, x, passes: grad.clamp(min=0),
-    "standard": lambda grad, x, passes: grad * passes,
-}
+#: the named rules; any other rule is a function ``(grad_output, input, passes) -> grad_input``
+RULES = ("guided", "deconvnet", "standard")
 
 
 def _make_function(rule: Rule) -> type[torch.autograd.Function]:
@@ -78,27 +75,26 @@ def _clamp_factory(rule: str | Rule, originals: dict) -> Callable[..., torch.Ten
 
     Guided backprop needs no custom backward: torch's own ReLU backward already masks by the
     input's sign, so a hook that clamps the incoming gradient first gives the guided rule at the
-    cost of one extra elementwise op (in place stays in place). The deconvnet ignores the input,
-    so its backward is a tiny Function that saves nothing; any other rule gets a Function that
-    saves the input.
+    cost of one extra elementwise op (in place stays in place); ``"standard"`` is torch's own
+    backward as it is. The deconvnet ignores the input, so its backward is a tiny Function that
+    saves nothing; a rule given as a function gets a Function that saves the input.
     """
-    if rule == "guided":
-        relu, relu_ = originals[(torch, "relu")], originals[(torch, "relu_")]  # builtins, not F.relu
-        hardtanh = originals[(F, "hardtanh")]
+    if callable(rule) or rule == "deconvnet":
+        function = _PositiveGradientClamp if rule == "deconvnet" else _make_function(rule)
+        return lambda x, upper=None, inplace=False: function.apply(x, upper)
+    relu, relu_ = originals[(torch, "relu")], originals[(torch, "relu_")]  # builtins, not F.relu
+    hardtanh = originals[(F, "hardtanh")]
 
-        def guided(x, upper=None, inplace=False):
-            if upper is None:
-                out = relu_(x) if inplace else relu(x)
-            else:
-                out = hardtanh(x, 0.0, upper, inplace)
-            if out.requires_grad:
-                out.register_hook(_positive_part)
-            return out
+    def native(x, upper=None, inplace=False):
+        if upper is None:
+            out = relu_(x) if inplace else relu(x)
+        else:
+            out = hardtanh(x, 0.0, upper, inplace)
+        if rule == "guided" and out.requires_grad:
+            out.register_hook(_positive_part)
+        return out
 
-        return guided
-    function = _PositiveGradientClamp if rule == "deconvnet" else _make_function(
-        rule if callable(rule) else RULES[rule])
-    return lambda x, upper=None, inplace=False: function.apply(x, upper)
+    return native
 
 
 @contextmanager
@@ -110,7 +106,8 @@ def relu_backward(rule: str | Rule):
             ``(grad_output, input, passes) -> grad_input``.
     """
     if isinstance(rule, str) and rule not in RULES:
-        raise InputError(f"unknown ReLU rule {rule!r}; choose one of {sorted(RULES)}")
+        raise InputError(f"unknown ReLU rule {rule!r}; choose one of {', '.join(RULES)} or pass "
+                         "a function (grad_output, input, passes) -> grad_input")
     originals = {
         (F, "relu"): F.relu,
         (F, "relu_"): F.relu_,

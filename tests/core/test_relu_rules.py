@@ -30,7 +30,7 @@ class EveryReLU(nn.Module):
         return self.relu6(self.maps[5](x))
 
 
-@pytest.mark.parametrize("rule", ["guided", "deconvnet"])
+@pytest.mark.parametrize("rule", ["guided", "deconvnet", "standard"])
 def test_every_relu_kind_follows_the_rule(rule):
     torch.manual_seed(0)
     net = EveryReLU()
@@ -43,7 +43,8 @@ def test_every_relu_kind_follows_the_rule(rule):
     passes = [p > 0 for p in pre[:5]] + [(pre[5] > 0) & (pre[5] < 6)]
     grad = weight
     for i in range(5, -1, -1):
-        grad = grad.clamp(min=0) * passes[i] if rule == "guided" else grad.clamp(min=0)
+        grad = {"guided": grad.clamp(min=0) * passes[i], "deconvnet": grad.clamp(min=0),
+                "standard": grad * passes[i]}[rule]
         grad = grad @ net.maps[i].weight
     expected = grad
     with relu_backward(rule):

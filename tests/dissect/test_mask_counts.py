@@ -28,9 +28,9 @@ def path(request, monkeypatch):
     """Both implementations: the numba kernels and the torch code."""
     from seethrough.dissect import kernels
 
-    if request.param == "fused" and not kernels.enabled_for(torch.zeros(1)):
-        pytest.skip("numba is not installed")
     monkeypatch.setattr(kernels, "ENABLED", request.param == "fused")
+    # numba is a dependency: the fused path must really run, not fall back to torch
+    assert kernels.enabled_for(torch.zeros(1)) == (request.param == "fused")
     return request.param
 
 
@@ -71,14 +71,13 @@ def test_fused_and_torch_sketches_are_identical(monkeypatch):
     from seethrough.dissect import kernels
     from seethrough.dissect.quantile import QuantileSketch
 
-    if not kernels.enabled_for(torch.zeros(1)):
-        pytest.skip("numba is not installed")
     generator = torch.Generator().manual_seed(0)
     batches = [torch.randn(6, 5, 7, 7, generator=generator).relu() * scale for scale in (1, 3, 0.1)]
     batches.append(torch.randn(4, 5, 3, 3, generator=generator).double() - 2)  # float64, negatives
     sketches = {}
     for enabled in (True, False):
         monkeypatch.setattr(kernels, "ENABLED", enabled)
+        assert kernels.enabled_for(batches[0]) == enabled  # numba is a dependency
         sketch = QuantileSketch(5, bins=64)
         for batch in batches:
             sketch.update(batch)

@@ -119,7 +119,8 @@ def bin_counts(x: torch.Tensor, inverse_width: torch.Tensor, offset: torch.Tenso
 
 def mask_counts(acts: torch.Tensor, thresholds: torch.Tensor, rows, cols, labels: torch.Tensor,
                 width: int, concepts: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``dissect.mask_counts.mask_counts`` in one pass: (N, K, concepts) and (N, K) int64."""
+    """``dissect.mask_counts.mask_counts`` in one pass: (N, K, concepts) and (N, K) int64
+    (column 0, "none", is not cleared here)."""
     n, units = acts.shape[:2]
     per_image = np.zeros((n, units, concepts), dtype=np.int64)
     area = np.zeros((n, units), dtype=np.int64)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from seethrough.errors import InputError
 
@@ -126,23 +127,17 @@ def collate(samples: list[dict], vocabulary: Vocabulary) -> tuple[torch.Tensor, 
     if not pixel_categories and not image_categories:
         raise InputError("samples carry no labels of the dataset's categories "
                          f"{vocabulary.categories}: expected sample['masks'][category]")
+    maps = {category: [_as_layers(sample["masks"][category]) for sample in samples]
+            for category in pixel_categories}
+    if len({tuple(m.shape[-2:]) for category in maps.values() for m in category}) > 1:
+        raise InputError("label maps of one batch differ in size: resize them to one size")
     layers = []
-    for category in pixel_categories:
-        maps = [_as_layers(sample["masks"][category]) for sample in samples]
-        if len({tuple(m.shape) for m in maps}) > 1:
-            depth = max(m.shape[0] for m in maps)
-            if len({tuple(m.shape[-2:]) for m in maps}) > 1:
-                raise InputError("label maps of one batch differ in size: resize them to one size")
-            maps = [torch.cat([m, m.new_zeros(depth - m.shape[0], *m.shape[1:])]) for m in maps]
-        stacked = torch.stack(maps).long()  # (N, L_category, H, W)
+    for category, category_maps in maps.items():
+        depth = max(m.shape[0] for m in category_maps)  # label layers; pad the thinner with 0
+        stacked = torch.stack([m if len(m) == depth else F.pad(m, (0, 0, 0, 0, 0, depth - len(m)))
+                               for m in category_maps]).long()  # (N, depth, H, W)
         layers.append(torch.where(stacked > 0, stacked + vocabulary.offsets[category], 0))
-    if layers:
-        sizes = {tuple(layer.shape[-2:]) for layer in layers}
-        if len(sizes) > 1:
-            raise InputError("label maps of one batch differ in size: resize them to one size")
-        pixel = torch.cat(layers, 1)
-    else:
-        pixel = torch.zeros(len(samples), 1, 1, 1, dtype=torch.long)
+    pixel = torch.cat(layers, 1) if layers else torch.zeros(len(samples), 1, 1, 1, dtype=torch.long)
     images_level = [[v + vocabulary.offsets[c] for c in image_categories for v in _as_list(sample[c])]
                     for sample in samples]
     width = max(1, max(len(v) for v in images_level))

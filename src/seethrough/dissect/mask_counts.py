@@ -97,19 +97,28 @@ def mask_counts(
     """
     n, units = acts.shape[:2]
     height, width = labels.size
-    device = acts.device
-    thresholds = thresholds.to(device, torch.float64)
+    thresholds = thresholds.to(acts.device, torch.float64)
+    flat_labels = labels.pixel.to(acts.device, torch.long).reshape(n, -1, height * width)
     if acts.shape[-2:] == (1, 1):  # one value per map: the mask is the whole image or nothing
         on = (acts.reshape(n, units).double() > thresholds).double()
-        per_image = on[:, :, None] * labels.label_counts(concepts).to(device, torch.float64)[:, None]
-        return per_image, on * (height * width)
-    if kernels.enabled_for(acts):
-        flat = labels.pixel.to(torch.long).reshape(n, labels.pixel.shape[1], height * width)
-        per_image, area = kernels.mask_counts(acts.float(), thresholds, rows, cols, flat, width,
-                                              concepts)
-        per_image = per_image.double()
-        per_image[:, :, 0] = 0
-        return per_image, area.double()
+        per_image = on[:, :, None] * labels.label_counts(concepts).to(on)[:, None]
+        area = on * (height * width)
+    elif kernels.enabled_for(acts):
+        per_image, area = kernels.mask_counts(acts.float(), thresholds, rows, cols, flat_labels,
+                                              width, concepts)
+    else:
+        per_image, area = _torch_counts(acts, thresholds, rows, cols, flat_labels, width, concepts)
+    per_image = per_image.double()
+    per_image[:, :, 0] = 0
+    return per_image, area.double()
+
+
+def _torch_counts(acts: torch.Tensor, thresholds: torch.Tensor, rows: Bands, cols: Bands,
+                  flat_labels: torch.Tensor, width: int, concepts: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mask_counts`` in torch ops (any device): filter the cells, interpolate in batches."""
+    n, units = acts.shape[:2]
+    device = acts.device
     padded = F.pad(acts.float(), (0, 1, 0, 1), mode="replicate")
     pairs = torch.maximum(rows.select(padded, 2, 0), rows.select(padded, 2, 1))
     cell_max = torch.maximum(cols.select(pairs, 3, 0), cols.select(pairs, 3, 1))
@@ -118,7 +127,6 @@ def mask_counts(
     below = thresholds.float()
     below = torch.where(below.double() > thresholds, below.nextafter(torch.tensor(-torch.inf)), below)
     image, unit, band_r, band_c = (cell_max > below[None, :, None, None]).nonzero(as_tuple=True)
-    flat_labels = labels.pixel.to(device).reshape(n, labels.pixel.shape[1], height * width)
     per_image = torch.zeros(n * units * concepts, dtype=torch.float64, device=device)
     area = torch.zeros(n * units, dtype=torch.float64, device=device)
     two = torch.arange(2, device=device)
@@ -140,6 +148,4 @@ def mask_counts(
         under = flat_labels[i[cell], :, pixel]  # (E, L): every label layer under each pixel
         per_image += torch.bincount((owner[:, None] * concepts + under).flatten(),
                                     minlength=n * units * concepts).double()
-    per_image = per_image.view(n, units, concepts)
-    per_image[:, :, 0] = 0
-    return per_image, area.view(n, units)
+    return per_image.view(n, units, concepts), area.view(n, units)
