@@ -146,6 +146,13 @@ def test_without_cache_and_with_half_precision_cache(model, full):
     assert (half.iou("7") - full.iou("7")).abs().max() < 0.02
 
 
+@pytest.mark.parametrize("cache_memory", [0, 2_000_000])  # all on disk; 2 of 5 batches in memory
+def test_cache_spilled_to_disk_gives_the_same_result(model, full, cache_memory):
+    spilled = dissect(model, ["4", "7"], WORLD, batch_size=8, cache_memory=cache_memory,
+                      progress=False)
+    same(full, spilled)
+
+
 def test_save_and_load(full, tmp_path):
     loaded = Dissection.load(full.save(tmp_path / "d.pt"))
     assert loaded.to_frame().equals(full.to_frame())
