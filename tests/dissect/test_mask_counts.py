@@ -41,10 +41,11 @@ def path(request, monkeypatch):
     ((8, 8), (8, 8), "bilinear"),        # no upsampling at all
     ((6, 6), (48, 48), "anchored"),      # the original's receptive-field centres
 ])
-def test_sparse_counts_equal_dense_masks(grid, size, mode, path):
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_sparse_counts_equal_dense_masks(grid, size, mode, layout, path):
     generator = torch.Generator().manual_seed(0)
     n, units = 5, 9
-    acts = torch.randn(n, units, *grid, generator=generator).relu()
+    acts = torch.randn(n, units, *grid, generator=generator).relu().contiguous(memory_format=layout)
     thresholds = torch.quantile(acts.transpose(0, 1).reshape(units, -1), 0.9, dim=1).double()
     if mode == "bilinear":
         rows, cols = bilinear_matrix(grid[0], size[0]), bilinear_matrix(grid[1], size[1])
@@ -72,13 +73,15 @@ def test_fused_and_torch_sketches_are_identical(monkeypatch):
     from seethrough.dissect.quantile import QuantileSketch
 
     generator = torch.Generator().manual_seed(0)
-    batches = [torch.randn(6, 5, 7, 7, generator=generator).relu() * scale for scale in (1, 3, 0.1)]
-    batches.append(torch.randn(4, 5, 3, 3, generator=generator).double() - 2)  # float64, negatives
+    units = 19  # the kernel bins units in groups of 8: a partial group too
+    batches = [torch.randn(6, units, 7, 7, generator=generator).relu() * scale for scale in (1, 3, 0.1)]
+    batches[1] = batches[1].contiguous(memory_format=torch.channels_last)
+    batches.append(torch.randn(4, units, 3, 3, generator=generator).double() - 2)  # float64, < 0
     sketches = {}
     for enabled in (True, False):
         monkeypatch.setattr(kernels, "ENABLED", enabled)
         assert kernels.enabled_for(batches[0]) == enabled  # numba is a dependency
-        sketch = QuantileSketch(5, bins=64)
+        sketch = QuantileSketch(units, bins=64)
         for batch in batches:
             sketch.update(batch)
         sketches[enabled] = sketch.state_dict()
@@ -87,3 +90,11 @@ def test_fused_and_torch_sketches_are_identical(monkeypatch):
     with pytest.raises(InputError, match="NaN"):
         monkeypatch.setattr(kernels, "ENABLED", True)
         QuantileSketch(2).update(torch.tensor([[1.0, float("nan")]]))
+
+
+def test_label_counts_are_the_same_on_both_paths(path):
+    labels = random_labels(4, (9, 11), torch.Generator().manual_seed(1))
+    counts = labels.label_counts(len(VOCABULARY))
+    expected = torch.stack([torch.bincount(p.flatten(), minlength=len(VOCABULARY)) for p in labels.pixel])
+    expected[:, 0] = 0
+    assert torch.equal(counts, expected.float())

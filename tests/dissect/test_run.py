@@ -179,3 +179,14 @@ def test_errors_are_clear(model, unchanged):
     broken = Part(WORLD, range(8), interrupt_at=3)
     with unchanged(model), pytest.raises(KeyboardInterrupt):
         dissect(model, ["7"], broken, batch_size=4, progress=False)
+
+
+def test_labels_outside_a_category_are_refused(model):
+    class Mislabelled(Frozen):
+        def __getitem__(self, i):
+            sample = dict(self.samples[i], masks=dict(self.samples[i]["masks"]))
+            sample["masks"]["colour"] = sample["masks"]["colour"].clone().fill_(99)
+            return sample
+
+    with pytest.raises(InputError, match=r"'colour' labels must lie in 0\.\.\d+.*found 99\.\.99"):
+        dissect(model, ["7"], Mislabelled(WORLD), batch_size=8, progress=False)

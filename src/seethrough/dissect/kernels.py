@@ -1,15 +1,22 @@
-"""Fused CPU loops (numba) for the two per-activation steps of a dissection.
+"""Fused CPU loops (numba) for the per-activation steps of a dissection.
 
 Torch runs each elementwise step as its own pass over memory: binning activations for the
 quantile sketch takes about seven, counting masks about ten (the per-unit minimum and maximum
-stay with torch: its reductions are already one pass, and the grid must be known before binning). For a small model such as
-ConceptNet those passes cost as much as its forward pass. These kernels do each step in one
-parallel pass with the same arithmetic: the bins are the same integers, and each pixel is
-interpolated in float64 from the same 2 x 2 activations and weights as in the torch code
-(tests require the two paths to give identical counts). They run for CPU tensors when numba is installed (a core
-dependency); ``ENABLED = False`` or the environment variable ``SEETHROUGH_KERNELS=0`` turns
-them off. Compiled code is cached on disk: the first run on a machine pays about 3 s of JIT,
-later processes load the kernels in under a second.
+stay with torch: its reductions are already one pass, and the grid must be known before
+binning). For a small model such as ConceptNet those passes cost as much as its forward pass.
+These kernels do each step in one parallel pass with the same arithmetic: the bins are the same
+integers, and each pixel is interpolated in float64 from the same 2 x 2 activations and weights
+as in the torch code (tests require the two paths to give identical counts).
+
+Both loops read activations with the units innermost, the channels-last layout in which
+``dissect`` runs the model: the mask filter compares all units of a cell in one vectorized
+pass, and binning walks adjacent units, so consecutive increments never hit the same counter.
+Other layouts are copied once. ``label_counts`` counts the concepts of label maps.
+
+They run for CPU tensors when numba is installed (a core dependency); ``ENABLED = False`` or the
+environment variable ``SEETHROUGH_KERNELS=0`` turns them off. Compiled code is cached on disk:
+the first run on a machine pays a few seconds of JIT, later processes load the kernels in under
+a second.
 
 Example:
     >>> import torch
@@ -50,70 +57,95 @@ def _compiled():
 
 
 _KERNELS = None
+_UNITS_PER_TASK = 8  # units binned by one task: their histograms stay in cache
 
 
 def _build():
     from numba import njit, prange
 
     @njit(parallel=True, cache=True)
-    def bin_counts(x, inverse_width, offset, counts, zeros):  # adds into counts (K, bins)
+    def bin_counts(x, inverse_width, offset, counts, zeros):  # x (n, P, K); adds into counts
+        n, positions, units = x.shape
         bins = counts.shape[1]
-        for k in prange(x.shape[1]):
-            scale, start = inverse_width[k], offset[k]
-            exact_zeros = 0
-            for i in range(x.shape[0]):
-                for p in range(x.shape[2]):
-                    v = x[i, k, p]
-                    if v == 0:  # counted apart: a run of increments of one bin is slow
-                        exact_zeros += 1
-                        continue
-                    j = min(max(np.floor(v * scale) - start, 0.0), bins - 1.0)  # inf: clamped
-                    counts[k, int(j)] += 1
-            counts[k, min(max(-start, 0), bins - 1)] += exact_zeros
-            zeros[k] += exact_zeros
+        for chunk in prange((units + _UNITS_PER_TASK - 1) // _UNITS_PER_TASK):
+            first = chunk * _UNITS_PER_TASK
+            last = min(units, first + _UNITS_PER_TASK)
+            exact_zeros = np.zeros(last - first, np.int64)
+            for i in range(n):
+                for p in range(positions):
+                    for k in range(first, last):  # adjacent units: no chain of increments
+                        v = x[i, p, k]
+                        j = min(max(np.floor(v * inverse_width[k]) - offset[k], 0.0), bins - 1.0)
+                        counts[k, int(j)] += 1  # inf is clamped into the last bin
+                        exact_zeros[k - first] += v == 0
+            for k in range(first, last):
+                zeros[k] += exact_zeros[k - first]
 
     @njit(parallel=True, cache=True)
     def mask_counts(acts, thresholds, row_source, row_pixels, row_weights, col_source,
                     col_pixels, col_weights, labels, width, per_image, area):
-        n, units, h, w = acts.shape
-        for job in prange(n * units):
-            i, k = job // units, job % units
-            threshold = thresholds[k]
+        n, h, w, units = acts.shape  # channels last: the units of one position are adjacent
+        # the largest float32 not above each threshold: for a float32 m, m > below[k] exactly
+        # when m > thresholds[k], and the filter below runs in float32
+        below = np.empty(units, np.float32)
+        for k in range(units):
+            below[k] = np.float32(thresholds[k])
+            if np.float64(below[k]) > thresholds[k]:
+                below[k] = np.nextafter(below[k], np.float32(-np.inf))
+        for i in prange(n):
+            hit = np.empty(units, np.bool_)
             for br in range(row_source.shape[0]):
                 r0 = row_source[br]
                 r1 = min(r0 + 1, h - 1)
                 for bc in range(col_source.shape[0]):
                     c0 = col_source[bc]
                     c1 = min(c0 + 1, w - 1)
-                    a00, a01 = acts[i, k, r0, c0], acts[i, k, r0, c1]
-                    a10, a11 = acts[i, k, r1, c0], acts[i, k, r1, c1]
-                    if not max(max(a00, a01), max(a10, a11)) > threshold:
+                    any_hit = False
+                    for k in range(units):  # the filter: one vectorized pass over the units
+                        largest = max(max(acts[i, r0, c0, k], acts[i, r0, c1, k]),
+                                      max(acts[i, r1, c0, k], acts[i, r1, c1, k]))
+                        hit[k] = largest > below[k]
+                        any_hit |= hit[k]
+                    if not any_hit:
                         continue
-                    for a in range(row_pixels.shape[1]):
-                        wr0, wr1 = row_weights[br, a, 0], row_weights[br, a, 1]
-                        if math.isnan(wr0):  # NaN: padding, the band has no more pixels
-                            break
-                        t0 = wr0 * np.float64(a00) + wr1 * np.float64(a10)
-                        t1 = wr0 * np.float64(a01) + wr1 * np.float64(a11)
-                        base = row_pixels[br, a] * width
-                        for b in range(col_pixels.shape[1]):
-                            wc0, wc1 = col_weights[bc, b, 0], col_weights[bc, b, 1]
-                            if math.isnan(wc0):
+                    for k in range(units):
+                        if not hit[k]:
+                            continue
+                        threshold = thresholds[k]
+                        a00, a01 = np.float64(acts[i, r0, c0, k]), np.float64(acts[i, r0, c1, k])
+                        a10, a11 = np.float64(acts[i, r1, c0, k]), np.float64(acts[i, r1, c1, k])
+                        for a in range(row_pixels.shape[1]):
+                            wr0, wr1 = row_weights[br, a, 0], row_weights[br, a, 1]
+                            if math.isnan(wr0):  # NaN: padding, the band has no more pixels
                                 break
-                            if t0 * wc0 + t1 * wc1 > threshold:
-                                area[i, k] += 1
-                                pixel = base + col_pixels[bc, b]
-                                for layer in range(labels.shape[1]):
-                                    per_image[i, k, labels[i, layer, pixel]] += 1
+                            t0 = wr0 * a00 + wr1 * a10
+                            t1 = wr0 * a01 + wr1 * a11
+                            base = row_pixels[br, a] * width
+                            for b in range(col_pixels.shape[1]):
+                                wc0, wc1 = col_weights[bc, b, 0], col_weights[bc, b, 1]
+                                if math.isnan(wc0):
+                                    break
+                                if t0 * wc0 + t1 * wc1 > threshold:
+                                    area[i, k] += 1
+                                    pixel = base + col_pixels[bc, b]
+                                    for layer in range(labels.shape[1]):
+                                        per_image[i, k, labels[i, layer, pixel]] += 1
 
-    return {"bin_counts": bin_counts, "mask_counts": mask_counts}
+    @njit(parallel=True, cache=True)
+    def label_counts(labels, counts):  # labels (N, P) any integers; adds into counts (N, C)
+        for i in prange(labels.shape[0]):
+            for p in range(labels.shape[1]):
+                counts[i, labels[i, p]] += 1
+
+    return {"bin_counts": bin_counts, "mask_counts": mask_counts, "label_counts": label_counts}
 
 
 def bin_counts(x: torch.Tensor, inverse_width: torch.Tensor, offset: torch.Tensor,
                counts: torch.Tensor, zeros: torch.Tensor) -> None:
     """Add to ``counts`` (K, bins) the bin ``floor(x * inverse_width) - offset`` (clamped) of
     every value of ``x`` (n, K, P), and to ``zeros`` (K,) the exact zeros; in place."""
-    _compiled()["bin_counts"](x.numpy(), inverse_width.double().numpy(), offset.numpy(),
+    units_last = x.transpose(1, 2).contiguous()  # a view for channels-last activations
+    _compiled()["bin_counts"](units_last.numpy(), inverse_width.double().numpy(), offset.numpy(),
                               counts.numpy(), zeros.numpy())
 
 
@@ -125,7 +157,14 @@ def mask_counts(acts: torch.Tensor, thresholds: torch.Tensor, rows, cols, labels
     per_image = np.zeros((n, units, concepts), dtype=np.int64)
     area = np.zeros((n, units), dtype=np.int64)
     _compiled()["mask_counts"](
-        acts.numpy(), thresholds.double().numpy(), rows.source.numpy(),
+        acts.permute(0, 2, 3, 1).contiguous().numpy(), thresholds.double().numpy(), rows.source.numpy(),
         rows.pixels.numpy(), rows.weights.numpy(), cols.source.numpy(), cols.pixels.numpy(),
         cols.weights.numpy(), labels.numpy(), width, per_image, area)
     return torch.from_numpy(per_image), torch.from_numpy(area)
+
+
+def label_counts(labels: torch.Tensor, concepts: int) -> torch.Tensor:
+    """(N, concepts) int64: how many entries of each image's ``labels`` (N, ...) hold each value."""
+    counts = np.zeros((labels.shape[0], concepts), dtype=np.int64)
+    _compiled()["label_counts"](labels.reshape(labels.shape[0], -1).numpy(), counts)
+    return torch.from_numpy(counts)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from seethrough.dissect import kernels
 from seethrough.errors import InputError
 
 
@@ -38,6 +39,10 @@ class Vocabulary:
             self.names.extend(names[1:])
             category_of.extend([index] * (len(names) - 1))
         self.category_of = torch.tensor(category_of)
+        #: per category, local label -> global index (0 stays 0): a lookup table
+        self.tables = {category: torch.tensor([0, *range(self.offsets[category] + 1,
+                                                      self.offsets[category] + len(names))])
+                       for category, names in categories.items()}
 
     def __len__(self) -> int:
         return len(self.names)
@@ -81,9 +86,12 @@ class LabelBatch:
     def label_counts(self, concepts: int) -> torch.Tensor:
         """(N, concepts) labelled pixels per concept (column 0 zero); cached."""
         if self.counts is None or self.counts.shape[-1] != concepts:
-            flat = self.pixel.reshape(self.pixel.shape[0], -1)
-            counts = torch.zeros(flat.shape[0], concepts, device=self.pixel.device)
-            counts.scatter_add_(1, flat, torch.ones_like(flat, dtype=counts.dtype))
+            if kernels.enabled_for(self.pixel):
+                counts = kernels.label_counts(self.pixel, concepts).float()
+            else:
+                flat = self.pixel.reshape(self.pixel.shape[0], -1)
+                counts = torch.zeros(flat.shape[0], concepts, device=self.pixel.device)
+                counts.scatter_add_(1, flat, torch.ones_like(flat, dtype=counts.dtype))
             counts[:, 0] = 0
             self.counts = counts
         return self.counts
@@ -111,6 +119,20 @@ def _as_list(value) -> list[int]:
     return [int(v) for v in value if int(v) > 0]
 
 
+def _check_range(category: str, low: int, high: int, size: int) -> None:
+    if low < 0 or high >= size:
+        raise InputError(f"{category!r} labels must lie in 0..{size - 1} (0 = none, then the "
+                         f"category's names), found {low}..{high}: check the dataset's categories")
+
+
+def _image_labels(vocabulary: Vocabulary, category: str, value) -> list[int]:
+    """Global indices of an image-level label (int or list of ints; 0s dropped)."""
+    values = _as_list(value)
+    if values:
+        _check_range(category, min(values), max(values), len(vocabulary.tables[category]))
+    return [v + vocabulary.offsets[category] for v in values]
+
+
 def image_level_categories(vocabulary: Vocabulary, sample: dict) -> list[str]:
     """The categories that a sample labels per image (keys of the sample, not of its masks)."""
     masks = sample.get("masks", {})
@@ -134,14 +156,15 @@ def collate(samples: list[dict], vocabulary: Vocabulary) -> tuple[torch.Tensor, 
     layers = []
     for category, category_maps in maps.items():
         depth = max(m.shape[0] for m in category_maps)  # label layers; pad the thinner with 0
-        stacked = torch.stack([m if len(m) == depth else F.pad(m, (0, 0, 0, 0, 0, depth - len(m)))
+        stacked = torch.stack([m if m.shape[0] == depth else F.pad(m, (0, 0, 0, 0, 0, depth - m.shape[0]))
                                for m in category_maps]).long()  # (N, depth, H, W)
-        layers.append(torch.where(stacked > 0, stacked + vocabulary.offsets[category], 0))
+        table = vocabulary.tables[category]
+        low, high = (int(v) for v in torch.aminmax(stacked))
+        _check_range(category, low, high, len(table))
+        layers.append(table.index_select(0, stacked.flatten()).view(stacked.shape))
     pixel = torch.cat(layers, 1) if layers else torch.zeros(len(samples), 1, 1, 1, dtype=torch.long)
-    images_level = [[v + vocabulary.offsets[c] for c in image_categories for v in _as_list(sample[c])]
+    images_level = [[v for c in image_categories for v in _image_labels(vocabulary, c, sample[c])]
                     for sample in samples]
     width = max(1, max(len(v) for v in images_level))
-    image = torch.zeros(len(samples), width, dtype=torch.long)
-    for n, values in enumerate(images_level):
-        image[n, : len(values)] = torch.tensor(values, dtype=torch.long)
+    image = torch.tensor([v + [0] * (width - len(v)) for v in images_level], dtype=torch.long)
     return images, LabelBatch(pixel=pixel, image=image)

@@ -68,6 +68,9 @@ class QuantileSketch:
         the units whose grid changes are touched."""
         width = torch.pow(2.0, exponent.double())
         offset = torch.floor(low / width).to(torch.int64)
+        if self.total == 0:  # nothing counted yet: nothing to move
+            self.exponent, self.offset = exponent, offset
+            return
         changed = ((exponent != self.exponent) | (offset != self.offset)).nonzero().flatten()
         if len(changed) == 0:
             return
