@@ -131,13 +131,34 @@ def _build():
                                     for layer in range(labels.shape[1]):
                                         per_image[i, k, labels[i, layer, pixel]] += 1
 
+    @njit(cache=True)
+    def regrid(counts, exponent, offset, new_exponent, new_offset):  # in place; False: lost counts
+        units, bins = counts.shape
+        moved = np.empty(bins, np.int64)
+        kept = True
+        for k in range(units):
+            if new_exponent[k] == exponent[k] and new_offset[k] == offset[k]:
+                continue
+            shift = min(max(new_exponent[k] - exponent[k], 0), 62)
+            moved[:] = 0
+            for j in range(bins):
+                if counts[k, j] == 0:
+                    continue
+                target = ((offset[k] + j) >> shift) - new_offset[k]  # arithmetic shift = floor
+                if target < 0 or target >= bins:
+                    kept = False
+                moved[min(max(target, 0), bins - 1)] += counts[k, j]
+            counts[k, :] = moved
+        return kept
+
     @njit(parallel=True, cache=True)
     def label_counts(labels, counts):  # labels (N, P) any integers; adds into counts (N, C)
         for i in prange(labels.shape[0]):
             for p in range(labels.shape[1]):
                 counts[i, labels[i, p]] += 1
 
-    return {"bin_counts": bin_counts, "mask_counts": mask_counts, "label_counts": label_counts}
+    return {"bin_counts": bin_counts, "mask_counts": mask_counts, "label_counts": label_counts,
+            "regrid": regrid}
 
 
 def bin_counts(x: torch.Tensor, inverse_width: torch.Tensor, offset: torch.Tensor,
@@ -161,6 +182,14 @@ def mask_counts(acts: torch.Tensor, thresholds: torch.Tensor, rows, cols, labels
         rows.pixels.numpy(), rows.weights.numpy(), cols.source.numpy(), cols.pixels.numpy(),
         cols.weights.numpy(), labels.numpy(), width, per_image, area)
     return torch.from_numpy(per_image), torch.from_numpy(area)
+
+
+def regrid(counts: torch.Tensor, exponent: torch.Tensor, offset: torch.Tensor,
+           new_exponent: torch.Tensor, new_offset: torch.Tensor) -> bool:
+    """Move each unit's histogram ``counts`` (K, bins) from the grid (exponent, offset) to the
+    coarser or shifted grid (new_exponent, new_offset), in place; False if counts fell outside."""
+    return _compiled()["regrid"](counts.numpy(), exponent.numpy(), offset.numpy(),
+                                 new_exponent.numpy(), new_offset.numpy())
 
 
 def label_counts(labels: torch.Tensor, concepts: int) -> torch.Tensor:

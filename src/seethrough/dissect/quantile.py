@@ -71,6 +71,11 @@ class QuantileSketch:
         if self.total == 0:  # nothing counted yet: nothing to move
             self.exponent, self.offset = exponent, offset
             return
+        if kernels.enabled_for(self.counts):
+            if not kernels.regrid(self.counts, self.exponent, self.offset, exponent, offset):
+                raise AssertionError("quantile sketch regrid lost counts (bug)")
+            self.exponent, self.offset = exponent, offset
+            return
         changed = ((exponent != self.exponent) | (offset != self.offset)).nonzero().flatten()
         if len(changed) == 0:
             return
