@@ -190,3 +190,33 @@ def test_labels_outside_a_category_are_refused(model):
 
     with pytest.raises(InputError, match=r"'colour' labels must lie in 0\.\.\d+.*found 99\.\.99"):
         dissect(model, ["7"], Mislabelled(WORLD), batch_size=8, progress=False)
+
+
+@pytest.mark.parametrize("where", ["loading", "updating"])
+def test_interrupt_between_checkpoints_keeps_every_finished_batch(model, tmp_path, monkeypatch, where):
+    """Interrupted while a batch loads, the checkpoint holds every finished batch; interrupted
+    half-way through a batch's statistics, it holds the last consistent snapshot."""
+    options = dict(batch_size=4, checkpoint_every=3, progress=False)
+    reference = dissect(model, ["4", "7"], WORLD, **options)
+    path = tmp_path / "run.ckpt"
+    data = Part(WORLD, range(40), interrupt_at=31 if where == "loading" else None)  # batch 7
+    if where == "updating":  # the 14th sketch update: the second layer of batch 7
+        calls, update = [], QuantileSketch.update
+
+        def interrupted(self, values):
+            calls.append(1)
+            if len(calls) == 14:
+                raise KeyboardInterrupt
+            update(self, values)
+
+        monkeypatch.setattr(QuantileSketch, "update", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        dissect(model, ["4", "7"], data, checkpoint=path, **options)
+    monkeypatch.undo()
+    saved = torch.load(path, weights_only=False)
+    # snapshots are taken after batches 3 and 6; batch 7 was loading, or batch 6 half-counted
+    assert saved["next_batch"] == (7 if where == "loading" else 6)
+    acts = layer_activations(model, ["4", "7"], WORLD[0]["image"][None])
+    for name, a in acts.items():  # every layer holds exactly the batches before next_batch
+        assert saved["sketch"][name]["total"] == saved["next_batch"] * 4 * a[0, 0].numel()
+    same(reference, dissect(model, ["4", "7"], data, checkpoint=path, **options))

@@ -77,8 +77,8 @@ class IoUCounter:
         image_hot.scatter_(1, labels.image.to(device), 1.0)
         image_hot[:, 0] = 0
         image_categories = image_hot @ membership > 0  # (N, categories)
-        per_image = per_image + area[:, :, None] * image_hot[:, None, :]
-        self.intersection += per_image.sum(0)
+        # an image-level label lies under the whole mask
+        self.intersection += per_image.sum(0) + area.T @ image_hot
         label_counts = labels.label_counts(concepts).to(device, torch.float64)  # (N, C)
         annotated = (label_counts @ membership > 0) | image_categories
         self.mask_area["paper"] += area.T @ annotated.double()

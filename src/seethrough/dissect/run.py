@@ -233,7 +233,7 @@ def dissect(
         thresholds={k: float(v.sum()) for k, v in (given or {}).items()},
         transform=getattr(transform, "__name__", repr(transform)) if transform else None)
     state = {"fingerprint": fingerprint, "phase": 1, "next_batch": 0, "sketch": {}, "top": {},
-             "counter": {}, "thresholds": given, "label_size": None}
+             "counter": {}, "thresholds": given or {}, "label_size": None}
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     if checkpoint is not None and checkpoint.is_file():
         saved = torch.load(checkpoint, weights_only=False)
@@ -291,76 +291,87 @@ def dissect(
 
     from tqdm.auto import tqdm
 
+    # the statistics of the current pass: ``done`` batches are in ``live`` (name -> object per
+    # state key) unless an update is half-way (``clean`` False); a snapshot copies them into
+    # ``state`` with the matching ``next_batch``, so a checkpoint never holds half a batch
+    run = {"live": {}, "done": state["next_batch"], "clean": True}
+
+    def snapshot() -> None:
+        for key, objects in run["live"].items():
+            state[key] = {**state.get(key, {}), **{n: o.state_dict() for n, o in objects.items()}}
+        state["next_batch"] = run["done"]
+        save()
+
+    def restored(key: str, name: str, fresh):
+        """``fresh``, or the statistics of ``name`` saved under ``key`` by a checkpoint."""
+        if name in state.get(key, {}):
+            fresh.load_state_dict(state[key][name])
+        return fresh
+
+    def batches_left(desc: str):
+        bar = tqdm(total=batches, initial=run["done"], disable=not progress, desc=desc,
+                   unit="batch")
+        for batch, acts, labels in source(run["done"]):
+            run["clean"] = False
+            yield batch, acts, labels
+            run.update(done=batch + 1, clean=True)
+            bar.update(1)
+            if checkpoint is not None and run["done"] % checkpoint_every == 0:
+                snapshot()
+        bar.close()
+
     try:
         if state["phase"] == 1:
             sketches, tops = {}, {}
-            bar = tqdm(total=batches, initial=state["next_batch"], disable=not progress,
-                       desc="dissect: thresholds", unit="batch")
-            for batch, acts, labels in source(state["next_batch"]):
+            run["live"] = {"sketch": sketches, "top": tops}
+            for batch, acts, labels in batches_left("dissect: thresholds"):
                 for name, a in acts.items():
-                    k = a.shape[1]
                     if name not in sketches:
-                        sketches[name] = QuantileSketch(k, bins)
-                        tops[name] = TopImages(k, top_k)
-                        if name in state["sketch"]:
-                            sketches[name].load_state_dict(state["sketch"][name])
-                            tops[name].load_state_dict(state["top"][name])
+                        sketches[name] = restored("sketch", name, QuantileSketch(a.shape[1], bins))
+                        tops[name] = restored("top", name, TopImages(a.shape[1], top_k))
                     sketches[name].update(a)
                     first = batch * batch_size
                     tops[name].update(a.amax((2, 3)), torch.arange(first, first + a.shape[0]))
-                state["next_batch"] = batch + 1
-                bar.update(1)
-                if state["next_batch"] % checkpoint_every == 0 or state["next_batch"] == batches:
-                    state["sketch"] = {n: s.state_dict() for n, s in sketches.items()}
-                    state["top"] = {n: t.state_dict() for n, t in tops.items()}
-                    save()
-            bar.close()
-            state["sketch"] = {n: s.state_dict() for n, s in sketches.items()} or state["sketch"]
-            state["top"] = {n: t.state_dict() for n, t in tops.items()} or state["top"]
-            state["thresholds"] = {}
-            for name in names:
-                sketch = QuantileSketch(len(state["sketch"][name]["counts"]), bins)
-                sketch.load_state_dict(state["sketch"][name])
+            for name in names:  # a run resumed after its last batch has no live sketch
+                sketch = sketches.get(name) or restored(
+                    "sketch", name, QuantileSketch(len(state["sketch"][name]["counts"]), bins))
                 state["thresholds"][name] = sketch.upper_quantile(quantile)
+            state["top"] = {**state["top"], **{n: t.state_dict() for n, t in tops.items()}}
+            state.pop("sketch")  # no longer needed: phase 2 starts from the thresholds
             state.update(phase=2, next_batch=0)
+            run.update(live={}, done=0)
             save()
 
         if state["phase"] == 2:
             thresholds_now = state["thresholds"]
-            counters, bands = {}, {}
-            bar = tqdm(total=batches, initial=state["next_batch"], disable=not progress,
-                       desc="dissect: IoU", unit="batch")
-            for batch, acts, labels in source(state["next_batch"]):
+            counters, bands, new_tops = {}, {}, {}
+            run["live"] = {"counter": counters, "new_top": new_tops}
+            for batch, acts, labels in batches_left("dissect: IoU"):
                 for name, a in acts.items():
                     if name not in counters:
-                        counters[name] = IoUCounter(a.shape[1], vocabulary)
-                        if name in state["counter"]:
-                            counters[name].load_state_dict(state["counter"][name])
+                        counters[name] = restored("counter", name, IoUCounter(a.shape[1], vocabulary))
                         bands[name] = [Bands.from_matrix(m) for m in _matrices(
                             model, name, upsample, dataset, a.shape[-2:], labels.size)]
                         state["label_size"] = labels.size
                     counts = mask_counts(a.to(device), thresholds_now[name], *bands[name], labels,
                                          len(vocabulary))
                     counters[name].add(*counts, labels)
-                    if name not in state["top"]:
-                        state.setdefault("_tops", {}).setdefault(name, TopImages(a.shape[1], top_k))
+                    if name not in state["top"]:  # thresholds were given: no pass 1
+                        if name not in new_tops:
+                            new_tops[name] = restored("new_top", name, TopImages(a.shape[1], top_k))
                         first = batch * batch_size
-                        state["_tops"][name].update(a.amax((2, 3)),
-                                                    torch.arange(first, first + a.shape[0]))
-                state["next_batch"] = batch + 1
-                bar.update(1)
-                if state["next_batch"] % checkpoint_every == 0 or state["next_batch"] == batches:
-                    state["counter"] = {n: c.state_dict() for n, c in counters.items()}
-                    save()
-            bar.close()
-            state["counter"] = {n: c.state_dict() for n, c in counters.items()} or state["counter"]
-            for name, top in state.pop("_tops", {}).items():
-                state["top"][name] = top.state_dict()
+                        new_tops[name].update(a.amax((2, 3)), torch.arange(first, first + a.shape[0]))
+            state["counter"] = {**state["counter"], **{n: c.state_dict() for n, c in counters.items()}}
+            state["top"].update(state.pop("new_top", {}))
+            state["top"].update({n: t.state_dict() for n, t in new_tops.items()})
             state.update(phase=3)
             save()
     except BaseException:
-        if state["phase"] in (1, 2):
-            save()
+        if state["phase"] in (1, 2) and checkpoint is not None:
+            if run["clean"]:
+                snapshot()  # all finished batches
+            else:
+                save()  # the last snapshot
         raise
     finally:
         if temporary is not None:
