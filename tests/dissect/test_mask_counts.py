@@ -98,3 +98,15 @@ def test_label_counts_are_the_same_on_both_paths(path):
     expected = torch.stack([torch.bincount(p.flatten(), minlength=len(VOCABULARY)) for p in labels.pixel])
     expected[:, 0] = 0
     assert torch.equal(counts, expected.float())
+
+
+def test_labels_that_are_not_concept_indices_are_refused(path):
+    generator = torch.Generator().manual_seed(2)
+    labels = random_labels(2, (8, 8), generator)
+    labels.pixel[1, 0] = len(VOCABULARY) + 3  # out of bounds for the counts: must not be written
+    acts = torch.ones(2, 3, 4, 4)  # every pixel is in every mask
+    bands = Bands.from_matrix(bilinear_matrix(4, 8))
+    with pytest.raises(InputError, match=rf"outside 0\.\.{len(VOCABULARY) - 1}"):
+        mask_counts(acts, torch.zeros(3), bands, bands, labels, len(VOCABULARY))
+    with pytest.raises(InputError, match=rf"outside 0\.\.{len(VOCABULARY) - 1}"):
+        labels.label_counts(len(VOCABULARY))

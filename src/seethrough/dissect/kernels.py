@@ -34,6 +34,8 @@ import os
 import numpy as np
 import torch
 
+from seethrough.errors import InputError
+
 ENABLED = os.environ.get("SEETHROUGH_KERNELS", "1") != "0"
 
 
@@ -101,8 +103,9 @@ def _build():
 
     @njit(parallel=True, cache=True)
     def mask_counts(acts, thresholds, row_source, row_pixels, row_weights, col_source,
-                    col_pixels, col_weights, labels, width, per_image, area):
+                    col_pixels, col_weights, labels, width, per_image, area, bad):
         n, h, w, units = acts.shape  # channels last: the units of one position are adjacent
+        concepts = per_image.shape[2]
         # the largest float32 not above each threshold: for a float32 m, m > below[k] exactly
         # when m > thresholds[k], and the filter below runs in float32
         below = np.empty(units, np.float32)
@@ -147,7 +150,11 @@ def _build():
                                     area[i, k] += 1
                                     pixel = base + col_pixels[bc, b]
                                     for layer in range(labels.shape[1]):
-                                        per_image[i, k, labels[i, layer, pixel]] += 1
+                                        label = labels[i, layer, pixel]
+                                        if 0 <= label < concepts:
+                                            per_image[i, k, label] += 1
+                                        else:
+                                            bad[i] = True
 
     @njit(cache=True)
     def regrid(counts, exponent, offset, new_exponent, new_offset):  # in place; False: lost counts
@@ -170,10 +177,14 @@ def _build():
         return kept
 
     @njit(parallel=True, cache=True)
-    def label_counts(labels, counts):  # labels (N, P) any integers; adds into counts (N, C)
+    def label_counts(labels, counts, bad):  # labels (N, P) integers; adds into counts (N, C)
         for i in prange(labels.shape[0]):
             for p in range(labels.shape[1]):
-                counts[i, labels[i, p]] += 1
+                label = labels[i, p]
+                if 0 <= label < counts.shape[1]:
+                    counts[i, label] += 1
+                else:
+                    bad[i] = True
 
     return {"bin_counts": bin_counts, "mask_counts": mask_counts, "label_counts": label_counts,
             "regrid": regrid}
@@ -195,11 +206,24 @@ def mask_counts(acts: torch.Tensor, thresholds: torch.Tensor, rows, cols, labels
     n, units = acts.shape[:2]
     per_image = np.zeros((n, units, concepts), dtype=np.int64)
     area = np.zeros((n, units), dtype=np.int64)
+    bad = np.zeros(n, dtype=np.bool_)
     _compiled()["mask_counts"](
         acts.permute(0, 2, 3, 1).contiguous().numpy(), thresholds.double().numpy(), rows.source.numpy(),
         rows.pixels.numpy(), rows.weights.numpy(), cols.source.numpy(), cols.pixels.numpy(),
-        cols.weights.numpy(), labels.numpy(), width, per_image, area)
+        cols.weights.numpy(), labels.numpy(), width, per_image, area, bad)
+    _check_labels(bad, concepts)
     return torch.from_numpy(per_image), torch.from_numpy(area)
+
+
+def label_error(concepts: int) -> InputError:
+    """The error for label maps with values that are not concept indices."""
+    return InputError(f"label maps hold values outside 0..{concepts - 1}: labels must be global "
+                      "concept indices of the vocabulary (see dissect.labels.collate)")
+
+
+def _check_labels(bad: np.ndarray, concepts: int) -> None:
+    if bad.any():  # the loops skip such labels instead of writing out of bounds
+        raise label_error(concepts)
 
 
 def regrid(counts: torch.Tensor, exponent: torch.Tensor, offset: torch.Tensor,
@@ -213,5 +237,7 @@ def regrid(counts: torch.Tensor, exponent: torch.Tensor, offset: torch.Tensor,
 def label_counts(labels: torch.Tensor, concepts: int) -> torch.Tensor:
     """(N, concepts) int64: how many entries of each image's ``labels`` (N, ...) hold each value."""
     counts = np.zeros((labels.shape[0], concepts), dtype=np.int64)
-    _compiled()["label_counts"](labels.reshape(labels.shape[0], -1).numpy(), counts)
+    bad = np.zeros(labels.shape[0], dtype=np.bool_)
+    _compiled()["label_counts"](labels.reshape(labels.shape[0], -1).numpy(), counts, bad)
+    _check_labels(bad, concepts)
     return torch.from_numpy(counts)

@@ -89,7 +89,9 @@ class LabelBatch:
             if kernels.enabled_for(self.pixel):
                 counts = kernels.label_counts(self.pixel, concepts).float()
             else:
-                flat = self.pixel.reshape(self.pixel.shape[0], -1)
+                flat = self.pixel.reshape(self.pixel.shape[0], -1).long()
+                if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= concepts):
+                    raise kernels.label_error(concepts)
                 counts = torch.zeros(flat.shape[0], concepts, device=self.pixel.device)
                 counts.scatter_add_(1, flat, torch.ones_like(flat, dtype=counts.dtype))
             counts[:, 0] = 0

@@ -146,6 +146,8 @@ def _torch_counts(acts: torch.Tensor, thresholds: torch.Tensor, rows: Bands, col
         owner = i[cell] * units + k[cell]
         area += torch.bincount(owner, minlength=n * units).double()
         under = flat_labels[i[cell], :, pixel]  # (E, L): every label layer under each pixel
+        if under.numel() and (int(under.min()) < 0 or int(under.max()) >= concepts):
+            raise kernels.label_error(concepts)
         per_image += torch.bincount((owner[:, None] * concepts + under).flatten(),
                                     minlength=n * units * concepts).double()
     return per_image.view(n, units, concepts), area.view(n, units)
