@@ -32,7 +32,7 @@ def to_tensor(array: np.ndarray) -> torch.Tensor:
         array = np.repeat(array[..., None], 3, axis=2)
     if array.ndim != 3 or array.shape[2] not in (3, 4):
         raise InputError(f"an image is H x W x 3, got shape {array.shape}")
-    tensor = torch.from_numpy(np.ascontiguousarray(array[..., :3])).permute(2, 0, 1)
+    tensor = torch.from_numpy(np.array(array[..., :3])).permute(2, 0, 1)  # a writable copy
     return tensor.float() / 255.0 if array.dtype == np.uint8 else tensor.float()
 
 
