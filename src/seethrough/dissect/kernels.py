@@ -65,10 +65,7 @@ _UNITS_PER_TASK = 8  # units binned by one task (a compile-time constant)
 def _build():
     from numba import njit, prange
 
-    @njit(inline="always")
-    def bin_of(v, scale, start, top):
-        return int(min(max(np.floor(v * scale) - start, 0.0), top))  # inf: clamped to the top
-
+    # (no helper functions: a kernel that calls one defined here is never found in the cache)
     @njit(parallel=True, cache=True)
     def bin_counts(x, inverse_width, offset, counts, zeros):  # x (n, P, K); adds into counts
         n, positions, units = x.shape
@@ -89,14 +86,16 @@ def _build():
                     for p in range(positions):
                         for k in range(_UNITS_PER_TASK):
                             v = x[i, p, first + k]
-                            counts[first + k, bin_of(v, scale[k], start[k], top)] += 1
+                            j = min(max(np.floor(v * scale[k]) - start[k], 0.0), top)  # inf: top
+                            counts[first + k, int(j)] += 1
                             exact_zeros[k] += v == 0
             else:
                 for i in range(n):
                     for p in range(positions):
                         for k in range(width):
                             v = x[i, p, first + k]
-                            counts[first + k, bin_of(v, scale[k], start[k], top)] += 1
+                            j = min(max(np.floor(v * scale[k]) - start[k], 0.0), top)  # inf: top
+                            counts[first + k, int(j)] += 1
                             exact_zeros[k] += v == 0
             for k in range(width):
                 zeros[first + k] += exact_zeros[k]
