@@ -233,7 +233,7 @@ def dissect(
         thresholds={k: float(v.sum()) for k, v in (given or {}).items()},
         transform=getattr(transform, "__name__", repr(transform)) if transform else None)
     state = {"fingerprint": fingerprint, "phase": 1, "next_batch": 0, "sketch": {}, "top": {},
-             "counter": {}, "thresholds": given or {}, "label_size": None}
+             "counter": {}, "thresholds": given, "label_size": None}
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     if checkpoint is not None and checkpoint.is_file():
         saved = torch.load(checkpoint, weights_only=False)
@@ -332,6 +332,7 @@ def dissect(
                     sketches[name].update(a)
                     first = batch * batch_size
                     tops[name].update(a.amax((2, 3)), torch.arange(first, first + a.shape[0]))
+            state["thresholds"] = {}
             for name in names:  # a run resumed after its last batch has no live sketch
                 sketch = sketches.get(name) or restored(
                     "sketch", name, QuantileSketch(len(state["sketch"][name]["counts"]), bins))
