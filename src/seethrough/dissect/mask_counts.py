@@ -98,16 +98,18 @@ def mask_counts(
     n, units = acts.shape[:2]
     height, width = labels.size
     thresholds = thresholds.to(acts.device, torch.float64)
-    flat_labels = labels.pixel.to(acts.device, torch.long).reshape(n, -1, height * width)
     if acts.shape[-2:] == (1, 1):  # one value per map: the mask is the whole image or nothing
         on = (acts.reshape(n, units).double() > thresholds).double()
         per_image = on[:, :, None] * labels.label_counts(concepts).to(on)[:, None]
         area = on * (height * width)
-    elif kernels.enabled_for(acts):
-        per_image, area = kernels.mask_counts(acts.float(), thresholds, rows, cols, flat_labels,
-                                              width, concepts)
     else:
-        per_image, area = _torch_counts(acts, thresholds, rows, cols, flat_labels, width, concepts)
+        flat_labels = labels.pixel.to(acts.device, torch.long).reshape(n, -1, height * width)
+        if kernels.enabled_for(acts):
+            per_image, area = kernels.mask_counts(acts.float(), thresholds, rows, cols,
+                                                  flat_labels, width, concepts)
+        else:
+            per_image, area = _torch_counts(acts, thresholds, rows, cols, flat_labels, width,
+                                            concepts)
     per_image = per_image.double()
     per_image[:, :, 0] = 0
     return per_image, area.double()

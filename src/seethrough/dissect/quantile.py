@@ -108,7 +108,7 @@ class QuantileSketch:
             x = x.double()
         fused = kernels.enabled_for(x)
         # the torch path wants each unit's values adjacent in memory (far faster counting than
-        # interleaved); the fused loops read any layout, channels-last included, without a copy
+        # interleaved); the fused loop wants the units innermost (channels-last: no copy)
         x = x.reshape(x.shape[0], self.units, -1) if fused else x.contiguous().view(
             x.shape[0], self.units, -1)
         low, high = x.amin((0, 2)), x.amax((0, 2))

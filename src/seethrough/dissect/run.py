@@ -17,7 +17,8 @@ in memory, the rest on disk, so memory stays bounded as the dataset grows. The s
 upsamples whole maps: ``mask_counts`` interpolates only the label pixels next to activations
 above the threshold, which gives exactly the counts of the dense masks.
 With ``checkpoint=path`` the statistics are saved atomically every ``checkpoint_every`` batches
-(and on interruption): calling ``dissect`` again with the same arguments resumes.
+(and on interruption, with every finished batch): calling ``dissect`` again with the same
+arguments resumes.
 
 Example:
     >>> from seethrough.data import ConceptWorld                       # doctest: +SKIP
