@@ -69,8 +69,8 @@ def interleaved_best(functions: dict, repeat: int = 7) -> dict:
 
 def speed(name, images, batch_size=50, repeat=7):
     from seethrough.data import ConceptWorld
-    from seethrough.dissect import dissect
-    from seethrough.dissect.report import default_layers
+    from seethrough.dissection import dissect
+    from seethrough.dissection.report import default_layers
 
     model = load(name)
     if model is None:
@@ -110,8 +110,8 @@ def peak_memory(name, images):
         "from common import peak_memory\n"
         "torch.set_num_threads(2)\n"
         "from seethrough.data import ConceptWorld\n"
-        "from seethrough.dissect import dissect\n"
-        "from seethrough.dissect.report import default_layers\n"
+        "from seethrough.dissection import dissect\n"
+        "from seethrough.dissection.report import default_layers\n"
         "from seethrough.models import load_model\n"
         f"layers, size = {MODELS[name]!r}\n"
         f"model = load_model({name!r})\n"

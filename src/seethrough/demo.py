@@ -31,7 +31,7 @@ SECTIONS = {
     "conceptworld": "seethrough.report.basics:conceptworld_section",
     "attribution": "seethrough.attribution.report:section",
     "featureviz": "seethrough.featureviz.report:section",
-    "dissection": "seethrough.dissect.report:dissection_section",
+    "dissection": "seethrough.dissection.report:dissection_section",
 }
 
 

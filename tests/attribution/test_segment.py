@@ -8,8 +8,8 @@ import seethrough
 from seethrough.attribution.segment import centre_box, grabcut, trimap
 from seethrough.data import ConceptWorld
 from seethrough.errors import InputError
-from seethrough.evaluate import iou
-from seethrough.evaluate.localization import top_fraction
+from seethrough.evaluation import iou
+from seethrough.evaluation.localization import top_fraction
 
 
 def world_batch(count: int = 24):

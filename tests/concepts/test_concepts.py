@@ -7,7 +7,7 @@ from torch import nn
 
 from seethrough.concepts import net2vec, tcav
 from seethrough.data import ConceptWorld
-from tests.dissect.test_run import WORLD, Frozen
+from tests.dissection.test_run import WORLD, Frozen
 
 TRAIN = Frozen(ConceptWorld("train", length=48, size=64))
 TCAV_WORLD = Frozen(ConceptWorld("test", length=80, size=64))

@@ -151,7 +151,7 @@ def score_methods(model: nn.Module, images: torch.Tensor, results: dict, *, mask
     """
     import pandas as pd
 
-    from seethrough.evaluate import evaluate, model_randomization
+    from seethrough.evaluation import evaluate, model_randomization
 
     rows = []
     for name, (result, seconds) in results.items():
@@ -173,7 +173,7 @@ def score_methods(model: nn.Module, images: torch.Tensor, results: dict, *, mask
 
 def cue_energy(maps, cue_masks) -> torch.Tensor:
     """Share of each map's positive energy on the shortcut cue (ConceptWorld's ``cue_mask``)."""
-    from seethrough.evaluate import energy_pointing_game
+    from seethrough.evaluation import energy_pointing_game
 
     return energy_pointing_game(maps, cue_masks)
 

@@ -6,7 +6,7 @@ follows the image's colour edges. The map initialises GrabCut's trimap by quanti
 sure foreground, and in between the pixels above the ``probable`` quantile are probable
 foreground, the others probable background. OpenCV's ``cv2.grabCut`` then fits colour models
 and cuts (``iterations`` rounds, 5 by default). Score the result with
-``seethrough.evaluate.iou`` against ground truth (ConceptWorld's ``object_mask``).
+``seethrough.evaluation.iou`` against ground truth (ConceptWorld's ``object_mask``).
 
 Example:
     >>> import torch
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from seethrough.errors import InputError
-from seethrough.evaluate.inputs import as_images, as_maps
+from seethrough.evaluation.inputs import as_images, as_maps
 
 
 def trimap(maps: torch.Tensor, *, background: float = 0.5, probable: float = 0.8,

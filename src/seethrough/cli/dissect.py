@@ -50,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from seethrough.atomic import write_text_atomic
-    from seethrough.dissect import dissect, experiments
-    from seethrough.dissect import report as figures
+    from seethrough.dissection import dissect, experiments
+    from seethrough.dissection import report as figures
     from seethrough.errors import InputError
     from seethrough.models import load_model
 

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seethrough.dissect.experiments import cached_activations, dissect_cached
-from seethrough.dissect.labels import Vocabulary, collate
-from seethrough.dissect.upsample import bilinear_matrix, upsample
+from seethrough.dissection.experiments import cached_activations, dissect_cached
+from seethrough.dissection.labels import Vocabulary, collate
+from seethrough.dissection.upsample import bilinear_matrix, upsample
 from seethrough.errors import InputError
 
 MODES = ("segmentation", "classification")

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from seethrough.dissect.labels import Vocabulary, collate
+from seethrough.dissection.labels import Vocabulary, collate
 from seethrough.errors import InputError
 from seethrough.trace import Trace, resolve_layer
 

@@ -98,7 +98,7 @@ def _row(images, captions, width=150) -> str:
 
 def _dissection_labels(model, layer: str, world) -> dict[int, str] | None:
     try:
-        from seethrough.dissect import dissect
+        from seethrough.dissection import dissect
     except ImportError:
         return None
     frame = dissect(model, [layer], world, progress=False, cache=False).to_frame()

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from seethrough.errors import InputError
-from seethrough.evaluate.inputs import Target, as_images, as_maps, as_targets, model_device
+from seethrough.evaluation.inputs import Target, as_images, as_maps, as_targets, model_device
 from seethrough.trace import resolve_layer
 
 Explain = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]

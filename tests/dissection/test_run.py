@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from seethrough.data import ConceptWorld
-from seethrough.dissect import Dissection, QuantileSketch, dissect, layer_activations
+from seethrough.dissection import Dissection, QuantileSketch, dissect, layer_activations
 from seethrough.errors import InputError, LayerNotFoundError
 from tests.conftest import ARCHITECTURES, LAST_CONV
-from tests.dissect.test_reference import small_cnn
+from tests.dissection.test_reference import small_cnn
 
 
 class Frozen(torch.utils.data.Dataset):

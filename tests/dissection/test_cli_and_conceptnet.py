@@ -5,8 +5,8 @@ import torch
 
 from seethrough.cli import main
 from seethrough.data import ConceptWorld
-from seethrough.dissect import dissect
-from tests.dissect.test_run import Frozen
+from seethrough.dissection import dissect
+from tests.dissection.test_run import Frozen
 
 
 def test_cli_runs_an_experiment_and_draws_it(tmp_path, capsys):

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seethrough.dissect.labels import LabelBatch, Vocabulary, collate
-from seethrough.dissect.run import dissect, layer_activations, model_device
+from seethrough.dissection.labels import LabelBatch, Vocabulary, collate
+from seethrough.dissection.run import dissect, layer_activations, model_device
 from seethrough.errors import InputError
 from seethrough.trace import resolve_layer
 

@@ -14,7 +14,7 @@ import html
 import numpy as np
 import torch
 
-from seethrough.dissect.result import Dissection
+from seethrough.dissection.result import Dissection
 
 CATEGORY_COLOURS = {"colour": "#d62728", "shape": "#1f77b4", "texture": "#2ca02c",
                     "scene": "#9467bd", "object": "#ff7f0e", "part": "#8c564b",
@@ -102,7 +102,7 @@ def axis_figure(frame, title: str = ""):
     """Mean +- std unique detectors per category against the rotation fraction."""
     from matplotlib.figure import Figure
 
-    from seethrough.dissect.experiments import summary
+    from seethrough.dissection.experiments import summary
 
     table = summary(frame, "fraction")
     fig = Figure(figsize=(4.2, 3.0))
@@ -146,7 +146,7 @@ def unit_strip(model, result: Dissection, layer: str, unit: int, dataset, *, k: 
     """The unit's top-k images side by side, dimmed outside the unit's thresholded mask."""
     import torch.nn.functional as F
 
-    from seethrough.dissect.run import layer_activations
+    from seethrough.dissection.run import layer_activations
 
     indices = [int(i) for i in result.layers[layer].top.indices[unit, :k]]
     images = torch.stack([torch.as_tensor(dataset[i]["image"]).float() for i in indices])
@@ -189,8 +189,8 @@ IMAGENET_SIZE = 112  # MobileNetV2 dissected on ConceptWorld at 112 px to keep i
 def dissection_section(context):
     """Network Dissection of ConceptNet and MobileNetV2 on ConceptWorld, and the experiments."""
     from seethrough.data import ConceptWorld
-    from seethrough.dissect import dissect
-    from seethrough.dissect.experiments import axis_alignment, concept_pca, robustness
+    from seethrough.dissection import dissect
+    from seethrough.dissection.experiments import axis_alignment, concept_pca, robustness
     from seethrough.errors import SeethroughError
     from seethrough.report.html import Section, figure_html, table_html
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from seethrough.dissect import QuantileSketch
+from seethrough.dissection import QuantileSketch
 from seethrough.errors import InputError
 
 

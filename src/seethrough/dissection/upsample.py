@@ -78,7 +78,7 @@ def receptive_field(model: nn.Module, layer: str, input_size: tuple[int, int, in
     (a ResNet's 1x1 downsample) are not counted twice. Raises ``InputError`` when the composed
     map does not reproduce the layer's output size.
     """
-    from seethrough.dissect.run import model_device
+    from seethrough.dissection.run import model_device
     from seethrough.trace import Trace, resolve_layer
 
     name, _ = resolve_layer(model, layer)

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from seethrough.atomic import atomic_path
-from seethrough.dissect.counts import IoUCounter, TopImages
-from seethrough.dissect.labels import Vocabulary
+from seethrough.dissection.counts import IoUCounter, TopImages
+from seethrough.dissection.labels import Vocabulary
 
 
 @dataclass

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from seethrough.dissect import IoUCounter, unit_masks
-from seethrough.dissect.labels import LabelBatch, Vocabulary
-from seethrough.dissect.mask_counts import Bands, mask_counts
-from seethrough.dissect.upsample import anchored_matrix, bilinear_matrix
+from seethrough.dissection import IoUCounter, unit_masks
+from seethrough.dissection.labels import LabelBatch, Vocabulary
+from seethrough.dissection.mask_counts import Bands, mask_counts
+from seethrough.dissection.upsample import anchored_matrix, bilinear_matrix
 from seethrough.errors import InputError
 
 VOCABULARY = Vocabulary({"colour": ["none", "red", "green", "blue"], "shape": ["none", "disc", "bar"],
@@ -26,7 +26,7 @@ def random_labels(n: int, size: tuple[int, int], generator: torch.Generator) -> 
 @pytest.fixture(params=["fused", "torch"])
 def path(request, monkeypatch):
     """Both implementations: the numba kernels and the torch code."""
-    from seethrough.dissect import kernels
+    from seethrough.dissection import kernels
 
     monkeypatch.setattr(kernels, "ENABLED", request.param == "fused")
     # numba is a dependency: the fused path must really run, not fall back to torch
@@ -69,8 +69,8 @@ def test_bands_refuse_a_non_linear_resize():
 
 
 def test_fused_and_torch_sketches_are_identical(monkeypatch):
-    from seethrough.dissect import kernels
-    from seethrough.dissect.quantile import QuantileSketch
+    from seethrough.dissection import kernels
+    from seethrough.dissection.quantile import QuantileSketch
 
     generator = torch.Generator().manual_seed(0)
     units = 19  # the kernel bins units in groups of 8: a partial group too

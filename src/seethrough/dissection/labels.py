@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from seethrough.dissect import kernels
+from seethrough.dissection import kernels
 from seethrough.errors import InputError
 
 

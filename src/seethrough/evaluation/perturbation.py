@@ -23,7 +23,7 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from seethrough.errors import InputError
-from seethrough.evaluate.inputs import Target, as_images, as_maps, as_targets, model_device
+from seethrough.evaluation.inputs import Target, as_images, as_maps, as_targets, model_device
 
 #: RISE's blur for insertion (kernel 11, sigma 5 at 224 px)
 BLUR_KERNEL = 11

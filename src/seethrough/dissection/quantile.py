@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from seethrough.dissect import kernels
+from seethrough.dissection import kernels
 from seethrough.errors import InputError
 
 _MIN_EXPONENT = -40  # finest bin width 2**-40: below float32 resolution for values near 1

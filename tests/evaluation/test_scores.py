@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from seethrough.errors import InputError
-from seethrough.evaluate import (
+from seethrough.evaluation import (
     area_under_curve,
     deletion,
     deletion_curve,
@@ -19,8 +19,8 @@ from seethrough.evaluate import (
     pointing_game,
     spearman,
 )
-from seethrough.evaluate.localization import default_tolerance
-from seethrough.evaluate.sanity import rankdata
+from seethrough.evaluation.localization import default_tolerance
+from seethrough.evaluation.sanity import rankdata
 
 SIZE = 16
 
@@ -211,10 +211,10 @@ def test_bad_inputs_are_clear(synthetic):
 
 def test_top_level_evaluate_is_callable_after_subpackage_import(synthetic):
     import seethrough
-    import seethrough.evaluate.localization
+    import seethrough.evaluation.localization
 
     model, images, perfect, _ = synthetic
     scores = seethrough.evaluate(model, images, perfect, target=0, metrics=["deletion"],
                                  progress=False)
     assert scores.values["deletion"].shape == (4,)
-    assert seethrough.evaluate.pointing_game is seethrough.evaluate.localization.pointing_game
+    assert seethrough.evaluation.pointing_game is seethrough.evaluation.localization.pointing_game

@@ -5,9 +5,8 @@ Each score is a function returning one value per image:
 * faithfulness: ``deletion``, ``insertion`` (RISE), ``model_randomization`` (sanity check)
 * localization against ground truth: ``pointing_game``, ``energy_pointing_game``, ``mask_iou``
 
-``evaluate`` runs several at once and returns a ``Scores`` table (``.to_frame()``, ``.mean()``).
-The package itself is callable, so ``seethrough.evaluate(...)`` is that function whether or not
-the subpackage has been imported (importing it would otherwise shadow the function).
+``evaluate`` runs several at once and returns a ``Scores`` table (``.to_frame()``, ``.mean()``);
+``seethrough.evaluate`` is that function.
 
 Example:
     >>> import seethrough                                                     # doctest: +SKIP
@@ -26,23 +25,22 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from seethrough.callable_package import make_callable
 from seethrough.errors import InputError
-from seethrough.evaluate.inputs import Target, as_images, as_maps, as_targets, model_device
-from seethrough.evaluate.localization import (
+from seethrough.evaluation.inputs import Target, as_images, as_maps, as_targets, model_device
+from seethrough.evaluation.localization import (
     energy_pointing_game,
     iou,
     mask_iou,
     pointing_game,
 )
-from seethrough.evaluate.perturbation import (
+from seethrough.evaluation.perturbation import (
     area_under_curve,
     deletion,
     deletion_curve,
     insertion,
     insertion_curve,
 )
-from seethrough.evaluate.sanity import Randomization, model_randomization, spearman
+from seethrough.evaluation.sanity import Randomization, model_randomization, spearman
 
 #: metric name -> (needs masks, higher is better)
 METRICS = {
@@ -118,8 +116,6 @@ def evaluate(model: nn.Module, images: torch.Tensor, maps, target: Target = "pre
     return Scores(values=values, targets=targets, method=method,
                   higher_is_better={name: METRICS[name][1] for name in metrics})
 
-
-make_callable(__name__, "evaluate")
 
 __all__ = [
     "METRICS", "Randomization", "Scores", "area_under_curve", "deletion", "deletion_curve",

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from seethrough.dissect import dissect
-from seethrough.dissect.experiments import (
+from seethrough.dissection import dissect
+from seethrough.dissection.experiments import (
     axis_alignment,
     concept_pca,
     random_rotation,
@@ -16,9 +16,9 @@ from seethrough.dissect.experiments import (
     rotation_transform,
     shuffle_transform,
 )
-from seethrough.dissect.labels import LabelBatch
-from tests.dissect.test_reference import small_cnn
-from tests.dissect.test_run import WORLD
+from seethrough.dissection.labels import LabelBatch
+from tests.dissection.test_reference import small_cnn
+from tests.dissection.test_run import WORLD
 
 
 def coded_batch():

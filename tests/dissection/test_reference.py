@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from seethrough.data import ConceptWorld
-from seethrough.dissect import dissect
+from seethrough.dissection import dissect
 
 LENGTH, SIZE = 48, 64
 

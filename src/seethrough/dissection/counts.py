@@ -13,7 +13,7 @@ label areas ``sum |L_c|`` and the mask areas that enter the union under two rule
 
 Example:
     >>> import torch
-    >>> from seethrough.dissect.labels import Vocabulary, LabelBatch
+    >>> from seethrough.dissection.labels import Vocabulary, LabelBatch
     >>> vocab = Vocabulary({"colour": ["none", "red"]})
     >>> counter = IoUCounter(units=1, vocabulary=vocab)
     >>> masks = torch.ones(1, 1, 2, 2, dtype=torch.bool)
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from seethrough.dissect.labels import LabelBatch, Vocabulary
+from seethrough.dissection.labels import LabelBatch, Vocabulary
 from seethrough.errors import InputError
 
 RULES = ("paper", "netdissect_lite")

@@ -39,12 +39,12 @@ import torch
 from torch import nn
 
 from seethrough.atomic import atomic_path
-from seethrough.dissect.counts import RULES, IoUCounter, TopImages
-from seethrough.dissect.labels import LabelBatch, Vocabulary, collate
-from seethrough.dissect.mask_counts import Bands, mask_counts
-from seethrough.dissect.quantile import QuantileSketch
-from seethrough.dissect.result import Dissection, LayerDissection
-from seethrough.dissect.upsample import anchored_matrix, bilinear_matrix, receptive_field, upsample
+from seethrough.dissection.counts import RULES, IoUCounter, TopImages
+from seethrough.dissection.labels import LabelBatch, Vocabulary, collate
+from seethrough.dissection.mask_counts import Bands, mask_counts
+from seethrough.dissection.quantile import QuantileSketch
+from seethrough.dissection.result import Dissection, LayerDissection
+from seethrough.dissection.upsample import anchored_matrix, bilinear_matrix, receptive_field, upsample
 from seethrough.errors import InputError
 from seethrough.layout import run_in_fast_layout
 from seethrough.trace import capture, resolve_layer

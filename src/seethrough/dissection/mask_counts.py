@@ -11,8 +11,8 @@ labels under the pixels above the threshold. The result is exactly what the dens
 
 Example:
     >>> import torch
-    >>> from seethrough.dissect.labels import LabelBatch
-    >>> from seethrough.dissect.upsample import bilinear_matrix
+    >>> from seethrough.dissection.labels import LabelBatch
+    >>> from seethrough.dissection.upsample import bilinear_matrix
     >>> acts = torch.tensor([[[[0.0, 1.0], [0.0, 0.0]]]])        # one unit on a 2 x 2 grid
     >>> labels = LabelBatch(pixel=torch.ones(1, 1, 4, 4, dtype=torch.long), image=torch.zeros(1, 1).long())
     >>> rows = cols = Bands.from_matrix(bilinear_matrix(2, 4))
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from seethrough.dissect import kernels
-from seethrough.dissect.labels import LabelBatch
+from seethrough.dissection import kernels
+from seethrough.dissection.labels import LabelBatch
 from seethrough.errors import InputError
 
 _CHUNK = 1 << 22  # interpolated pixels held at once
