@@ -19,7 +19,7 @@ _EXPORTS = {
     "capture": "seethrough.trace",
     "preserve": "seethrough.preserve",
     "relu_backward": "seethrough.relu_rules",
-    "layers": "seethrough.layer_table",
+    "layers": "seethrough.core.layer_table",
     "load_model": "seethrough.models",
     "ablate": "seethrough.edits",
     "scale": "seethrough.edits",

@@ -1,4 +1,4 @@
-"""Record and edit what flows through named modules: the only place that touches hooks.
+"""Record and edit what flows through named modules, with hooks as scoped resources.
 
 ``Trace`` is a context manager: on enter it registers forward hooks on the named modules, on exit
 it removes them and restores the model (``training`` flags, ``requires_grad``, hook dicts) even
@@ -113,10 +113,9 @@ class Trace:
             (see ``seethrough.edits`` for ablate / scale / replace of channels).
         stop: end the forward pass (silently) once every layer ran; saves the rest of the net.
 
-    Warning:
-        With ``retain_grad`` the recorded output is the live tensor, not a copy: an in-place op
-        after the layer (``ReLU(inplace=True)``) changes what you see, while the gradient stays
-        the gradient of the layer's own output.
+    With ``retain_grad`` the recorded output is the layer's own output, attached to the graph;
+    the network goes on with a copy, so an in-place op after the layer (``ReLU(inplace=True)``)
+    changes neither the recorded output nor its gradient (baukit's way).
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True))
@@ -186,6 +185,7 @@ class Trace:
         edit = self.edits.get(name)
 
         def hook(module, inputs, output):
+            kept = output
             record.calls += 1
             if not isinstance(output, torch.Tensor):
                 raise InputError(
@@ -208,6 +208,7 @@ class Trace:
                 output.register_hook(save_grad)
                 if self.retain_output:
                     record.outputs.append(output)
+                output = output.clone()  # the network goes on with a copy: in-place safe
             elif self.retain_grad:
                 record.grads.append(None)
                 if self.retain_output:
@@ -216,7 +217,7 @@ class Trace:
                 record.outputs.append(output.detach().clone())
             if self.stop and all(r.calls for r in self.records.values()):
                 raise StopForward
-            return output if edit is not None else None
+            return output if edit is not None or output is not kept else None
 
         return hook
 

@@ -182,12 +182,12 @@ def test_smoothgrad_without_noise_is_its_base_and_noise_is_relative(resnet):
         seethrough.attribute(resnet, x, 1, method="smoothgrad", noise=0.0, n_samples=2).maps,
         seethrough.attribute(resnet, x, 1, method="saliency").maps,
     )
-    # the same relative noise on an image and on a copy scaled by 2 gives the same noisy inputs
+    # the same relative noise on an image and on a copy scaled by 1/2 gives the same noisy inputs
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
     small = images(1, 8)
     a = seethrough.attribute(model, small, 0, method="smoothgrad", base="input_x_gradient", n_samples=4)
-    b = seethrough.attribute(model, 2 * small, 0, method="smoothgrad", base="input_x_gradient", n_samples=4)
-    torch.testing.assert_close(2 * a.maps, b.maps)
+    b = seethrough.attribute(model, small / 2, 0, method="smoothgrad", base="input_x_gradient", n_samples=4)
+    torch.testing.assert_close(a.maps / 2, b.maps)
     ig = seethrough.attribute(resnet, x, 1, method="smoothgrad", base="integrated_gradients",
                               n_samples=2, n_steps=3)
     assert ig.options["n_steps"] == 3 and ig.options["base"] == "integrated_gradients"

@@ -203,7 +203,7 @@ def test_bad_inputs_are_clear(synthetic):
         deletion(model, images, images, target=0)
     with pytest.raises(InputError, match="substrate"):
         deletion(model, images, perfect, target=0, substrate="noise")
-    with pytest.raises(InputError, match="targets for"):
+    with pytest.raises(InputError, match="class indices for 4 images"):
         deletion(model, images, perfect, target=[0, 1])
     with pytest.raises(InputError, match="masks must have shape"):
         pointing_game(perfect, torch.zeros(3, SIZE, SIZE, dtype=torch.bool))

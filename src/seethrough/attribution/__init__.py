@@ -27,7 +27,7 @@ from seethrough.attribution import (  # noqa: F401  (each module adds its method
 from seethrough.attribution.layers import default_layer
 from seethrough.attribution.registry import METHODS, register
 from seethrough.attribution.result import Attribution
-from seethrough.attribution.targets import Target, TargetSpec
+from seethrough.core import Target, TargetSpec
 from seethrough.errors import InputError
 
 __all__ = ["METHODS", "Attribution", "Target", "attribute", "default_layer", "register"]

@@ -7,9 +7,8 @@ conv block (``layer4`` of a ResNet, ``features`` of VGG / DenseNet / MobileNet) 
 torchvision VisionTransformer, the tokens entering the last block, reshaped to their grid
 (class token dropped, ``grid=(h, w)`` to override the inferred square grid).
 
-One pass per chunk: the forward runs without autograd up to the layer, the layer's output
-becomes the leaf that gradients are taken for, and one backward from the summed target
-scores stops there.
+One pass per chunk through ``core.layer_gradients``: the forward runs without autograd up to
+the layer, and one backward from the summed target scores stops there.
 
 Example:
     >>> import torch, torchvision
@@ -22,12 +21,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from seethrough.attribution.chunks import chunks
 from seethrough.attribution.gradients import abs_max, input_gradients
 from seethrough.attribution.layers import default_layer, to_grid, upsample
-from seethrough.attribution.registry import register
+from seethrough.attribution.registry import inner, register
 from seethrough.attribution.result import Attribution
-from seethrough.attribution.targets import Target
+from seethrough.core import Target, layer_gradients
+from seethrough.core.batching import chunks
 from seethrough.errors import InputError
 from seethrough.trace import Trace, resolve_layer
 
@@ -41,29 +40,9 @@ def activations_and_gradients(
     model: nn.Module, images: torch.Tensor, target: Target, layer: str, *,
     grid: tuple[int, int] | None, batch_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The layer's activation and ``d score / d activation``, both (N, K, h, w)."""
-    activations, gradients = [], []
-    for part in chunks(len(images), batch_size, desc="activations"):
-        leaves: list[torch.Tensor] = []
-
-        def cut(output: torch.Tensor, leaves: list = leaves) -> torch.Tensor:
-            torch.set_grad_enabled(True)  # autograd from here on; the no_grad block restores it
-            leaf = output.detach().requires_grad_()
-            leaves.append(leaf)
-            return leaf.clone()  # in-place ops after the layer must not touch the leaf
-
-        with torch.no_grad(), Trace(model, layer, retain_output=False, edit=cut):
-            score = target.scores(model(images[part]), part, clean=True).sum()
-            if not leaves:
-                raise InputError(f"layer {layer!r} did not run in the forward pass")
-            if not score.requires_grad:
-                raise InputError(f"the target score does not depend on layer {layer!r}")
-            (grad,) = torch.autograd.grad(score, leaves[-1], allow_unused=True)
-        if grad is None:
-            raise InputError(f"the target score does not depend on layer {layer!r}")
-        activations.append(to_grid(leaves[-1].detach(), layer, grid))
-        gradients.append(to_grid(grad, layer, grid))
-    return torch.cat(activations), torch.cat(gradients)
+    """The layer's activation and ``d score / d activation`` as spatial maps (N, K, h, w)."""
+    acts, grads = layer_gradients(model, images, target, layer, batch_size=batch_size)
+    return to_grid(acts, layer, grid), to_grid(grads, layer, grid)
 
 
 def weighted_sum(weights: torch.Tensor, activations: torch.Tensor, *, relu: bool) -> torch.Tensor:
@@ -121,7 +100,7 @@ def guided_gradcam(
     ``raw`` is the product per colour channel (the paper's image); ``maps`` its ``max_c |.|``.
     Two passes: Grad-CAM needs the ordinary ReLU backward, guided backprop the guided one.
     """
-    cam = gradcam(model, images, target, layer=layer, grid=grid, batch_size=batch_size)
+    cam = inner("gradcam")(model, images, target, layer=layer, grid=grid, batch_size=batch_size)
     guided = input_gradients(model, images, target, batch_size=batch_size, rule="guided")
     raw = guided * cam.maps
     return Attribution(abs_max(raw), raw=raw, options={"layer": cam.options["layer"]})
@@ -148,9 +127,9 @@ def cam(
     up to a positive factor and a ReLU on such nets). Needs class targets. No backward pass.
     Signed (no ReLU), as in the paper.
     """
-    if target.function is not None:
+    if not target.is_class:
         raise InputError("CAM weighs channels by a class's classifier row: give class indices or "
-                         "'predicted', or use gradcam for a target function")
+                         "'predicted', or use gradcam for a target function or a unit")
     name = layer_name(model, layer)
     head_name, head = final_linear(model)
     maps = []

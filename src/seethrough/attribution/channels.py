@@ -25,10 +25,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from seethrough.attribution.chunks import chunks
-from seethrough.attribution.targets import Target, TargetSpec, check_images
+from seethrough.core import Target, TargetSpec, check_images, layer_gradients, run_scope
+from seethrough.core.batching import chunks
+from seethrough.core.progress import progress_bar
 from seethrough.errors import InputError
-from seethrough.preserve import preserve
 from seethrough.trace import Trace, resolve_layer
 
 
@@ -76,27 +76,13 @@ def channel_attribution(model: nn.Module, images: torch.Tensor, layer: str,
     images = check_images(images, model)
     name, _ = resolve_layer(model, layer)
     goal = Target.of(target, len(images))
-    goal.resolve(model, images, batch_size)
-    parts = []
-    with preserve(model):
-        for parameter in model.parameters():
-            parameter.requires_grad_(False)
-        for part in chunks(len(images), batch_size, desc="channel attribution"):
-            values = []
-
-            def keep_value(output, values=values):
-                values.append(output.detach().clone())
-                return output
-
-            with torch.enable_grad(), Trace(model, name, retain_grad=True, edit=keep_value) as trace:
-                leaf = images[part].detach().requires_grad_()
-                score = goal.scores(model(leaf), part).sum()
-                torch.autograd.grad(score, leaf)
-            _check_channels(values[-1], name)
-            product = values[-1] * trace[name].grad
-            parts.append(product.flatten(2).sum(2) if product.dim() > 2 else product)
-    classes = None if goal.function is not None else goal.classes.clone()
-    return ChannelScores(torch.cat(parts), name, classes)
+    with run_scope(model), goal.attached(model):
+        acts, grads = layer_gradients(model, images, goal, name, batch_size=batch_size)
+    _check_channels(acts, name)
+    product = acts * grads
+    scores = product.flatten(2).sum(2) if product.dim() > 2 else product
+    classes = goal.classes.clone() if goal.is_class else None
+    return ChannelScores(scores, name, classes)
 
 
 @dataclass
@@ -146,7 +132,7 @@ def channel_extremal(model: nn.Module, images: torch.Tensor, layer: str,
                      target: TargetSpec = "predicted", *, area: float = 0.1, steps: int = 800,
                      learning_rate: float = 0.01, regul_weight: float = 300.0,
                      regul_growth: float = 1.0035, batch_size: int = 32,
-                     progress: bool = True) -> ChannelMask:
+                     progress: bool | None = None) -> ChannelMask:
     """Learn, per image, the fraction ``area`` of channels at ``layer`` that preserves the target.
 
     Defaults follow TorchRay's extremal perturbation (800 steps); a few hundred steps are usually
@@ -159,13 +145,9 @@ def channel_extremal(model: nn.Module, images: torch.Tensor, layer: str,
     if steps < 1:
         raise InputError(f"steps must be positive, not {steps}")
     goal = Target.of(target, len(images))
-    goal.resolve(model, images, batch_size)
-    from tqdm.auto import tqdm
-
     masks, scores = [], []
-    with preserve(model):
-        for parameter in model.parameters():
-            parameter.requires_grad_(False)
+    with run_scope(model), goal.attached(model):
+        goal.resolve(model, images, batch_size)
         for part in chunks(len(images), batch_size):
             x = images[part].detach()
             current = {}
@@ -187,8 +169,8 @@ def channel_extremal(model: nn.Module, images: torch.Tensor, layer: str,
                 mask = torch.ones((len(x), channels), device=x.device, requires_grad=True)
                 optimizer = torch.optim.SGD([mask], lr=learning_rate, momentum=0.9, dampening=0.9)
                 current["mask"] = mask
-                for step in tqdm(range(steps), desc="channel extremal", leave=False,
-                                 disable=not progress):
+                for step in progress_bar(range(steps), "channel extremal", progress=progress,
+                                         unit="step"):
                     with torch.enable_grad():
                         reward = goal.scores(model(x), part)
                         regul = (mask - _area_targets(mask, reference)).pow(2).mean(1)
@@ -212,5 +194,5 @@ def channel_extremal(model: nn.Module, images: torch.Tensor, layer: str,
     soft = torch.cat([m[0] for m in masks])
     keep = torch.cat([m[1] for m in masks])
     full, kept_score, deleted_score = (torch.cat(s) for s in zip(*scores))
-    classes = None if goal.function is not None else goal.classes.clone()
+    classes = goal.classes.clone() if goal.is_class else None
     return ChannelMask(soft, keep, name, area, classes, full, kept_score, deleted_score)

@@ -20,10 +20,10 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from seethrough.attribution.chunks import chunks
 from seethrough.attribution.registry import register
 from seethrough.attribution.result import Attribution
-from seethrough.attribution.targets import Target
+from seethrough.core import Target
+from seethrough.core.batching import chunks
 from seethrough.errors import InputError
 from seethrough.relu_rules import relu_backward
 

@@ -17,29 +17,14 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from seethrough.attribution.chunks import chunks
 from seethrough.attribution.layers import upsample
 from seethrough.attribution.registry import register
 from seethrough.attribution.result import Attribution
-from seethrough.attribution.targets import Target
+from seethrough.core import Target, gaussian_blur
+from seethrough.core.batching import chunks
 from seethrough.errors import InputError
-
-
-def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur (reflect padding, kernel radius ``ceil(3 sigma)``)."""
-    if sigma <= 0:
-        return images
-    radius = max(1, min(math.ceil(3 * sigma), min(images.shape[-2:]) - 1))
-    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    channels = images.shape[1]
-    padded = F.pad(images, (radius, radius, radius, radius), mode="reflect")
-    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
-    return F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
 
 
 def _scale(images: torch.Tensor) -> float:

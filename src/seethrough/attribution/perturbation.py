@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seethrough.attribution.chunks import chunks
 from seethrough.attribution.gradients import as_baseline
 from seethrough.attribution.registry import register
 from seethrough.attribution.result import Attribution
-from seethrough.attribution.targets import Target
+from seethrough.core import Target
+from seethrough.core.batching import chunks
 from seethrough.errors import InputError
 
 

@@ -2,13 +2,14 @@
 
 A method is written as ``function(model, images, target, *, option=default, ...)`` returning an
 ``Attribution`` with ``maps`` and ``raw``; ``register(name)`` wraps it so that, whatever way it
-is called (through ``attribute`` or ``METHODS[name]`` directly), the images are validated, the
-target is turned into a ``Target``, unknown options raise a clear error, the model is put back
-exactly as it was (also on an exception; in training mode the buffers that forward passes
-update, such as batch-norm statistics, are restored too), parameter gradients are off while it runs (the
-methods differentiate with respect to inputs or activations only), and the result records the
-method's name, the resolved targets and every option with its default. The model gets its
-images channels-last, which is faster on CPU (``seethrough.layout``).
+is called (through ``attribute`` or ``METHODS[name]`` directly), the images are checked
+(``core.check_images``), the target becomes a ``core.Target`` (attached to the model when it is
+a unit), unknown options raise a clear error, the model runs inside ``core.run_scope`` (put
+back exactly as it was, parameters frozen while it runs), and the result records the method's
+name, the resolved targets and every option with its default. The model gets its images
+channels-last, which is faster on CPU (``seethrough.layout``). A method that runs another
+method on perturbed copies of the images (SmoothGrad) calls ``inner(name)``: the method
+without the wrapper, which is already in force.
 
 Example:
     >>> sorted(METHODS)[:3]                                     # doctest: +SKIP
@@ -19,45 +20,45 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import replace
 
-import torch
 from torch import nn
 
 from seethrough.attribution.result import Attribution
-from seethrough.attribution.targets import Target, check_images
+from seethrough.core import Registry, Target, check_images, run_scope
 from seethrough.errors import InputError
 from seethrough.layout import run_in_fast_layout
-from seethrough.preserve import preserve
 
 Method = Callable[..., Attribution]
 
 #: name -> method ``(model, images, target="predicted", **options) -> Attribution``
-METHODS: dict[str, Method] = {}
+METHODS: Registry[Method] = Registry("attribution method")
 
 
-@contextmanager
-def _buffers_kept(model: nn.Module):
-    """In training mode, forward passes update buffers (batch-norm statistics): put them back."""
-    if not any(module.training for module in model.modules()):
-        yield
+def inner(name: str, options: dict | None = None) -> Method:
+    """The registered method ``name`` without its wrapper (for methods that call methods);
+    ``options`` meant for it are checked first."""
+    function = METHODS.get(name).__wrapped__
+    check_options(name, inspect.signature(function), options or {})
+    return function
+
+
+def check_options(name: str, signature: inspect.Signature, options: dict) -> None:
+    """Raise a clear error for options the method does not take."""
+    parameters = list(signature.parameters.values())[3:]
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
         return
-    saved = [(buffer, buffer.detach().clone()) for buffer in model.buffers()]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for buffer, value in saved:
-                buffer.copy_(value)
+    unknown = [key for key in options if key not in signature.parameters]
+    if unknown:
+        raise InputError(f"{name} has no option {', '.join(map(repr, unknown))}; its options are "
+                         f"{', '.join(p.name for p in parameters)}")
 
 
 def register(name: str) -> Callable[[Method], Method]:
-    """Decorator: validate, preserve the model, record options; add to ``METHODS``."""
+    """Decorator: check inputs, scope the model, record options; add to ``METHODS``."""
 
     def decorate(function: Method) -> Method:
         signature = inspect.signature(function)
-        accepted = [p for p in list(signature.parameters)[3:]]
         extra = next(
             (p.name for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD), None
         )
@@ -66,30 +67,24 @@ def register(name: str) -> Callable[[Method], Method]:
         def method(model: nn.Module, images, target="predicted", **options) -> Attribution:
             if not isinstance(model, nn.Module):
                 raise InputError(f"model must be a torch.nn.Module, not {type(model).__name__}")
-            unknown = [key for key in options if key not in signature.parameters]
-            if unknown and extra is None:
-                raise InputError(
-                    f"{name} has no option {', '.join(map(repr, unknown))}; its options are "
-                    f"{', '.join(p for p in accepted if p != extra)}"
-                )
+            check_options(name, signature, options)
             images = check_images(images, model)
             goal = Target.of(target, images.shape[0])
             bound = signature.bind(model, images, goal, **options)
             bound.apply_defaults()
             recorded = dict(list(bound.arguments.items())[3:])
             recorded.update(recorded.pop(extra, {}) if extra else {})
-            with preserve(model), _buffers_kept(model):
-                for parameter in model.parameters():
-                    parameter.requires_grad_(False)
+            with run_scope(model), goal.attached(model):
                 result = run_in_fast_layout(model, lambda: function(model, images, goal, **options))
             return replace(
                 result,
                 method=name,
-                target=None if goal.function is not None else goal.classes.clone(),
+                target=goal.classes.clone() if goal.is_class else None,
+                goal=goal,
                 options={**recorded, **result.options},
             )
 
-        METHODS[name] = method
+        METHODS.register(name, method)
         return method
 
     return decorate

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from seethrough.core.targets import Target
 from seethrough.errors import InputError
 
 
@@ -27,6 +28,8 @@ class Attribution:
         method: registry name of the method.
         target: class index per image (``"predicted"`` resolved), or ``None`` for a callable.
         options: every option the method ran with, defaults included (``layer`` resolved).
+        goal: the ``core.Target`` explained (scores of a callable or unit target, for
+            ``evaluate``).
     """
 
     maps: torch.Tensor
@@ -34,6 +37,7 @@ class Attribution:
     method: str = ""
     target: torch.Tensor | None = None
     options: dict = field(default_factory=dict)
+    goal: Target | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return self.maps.shape[0]

@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 from seethrough.attribution.cams import layer_name, weighted_sum
-from seethrough.attribution.chunks import chunks
 from seethrough.attribution.layers import to_grid, upsample
 from seethrough.attribution.registry import register
 from seethrough.attribution.result import Attribution
-from seethrough.attribution.targets import Target
+from seethrough.core import Target
+from seethrough.core.batching import chunks
 from seethrough.errors import InputError
 from seethrough.trace import Trace
 

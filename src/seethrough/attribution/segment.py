@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from seethrough.core.inputs import as_maps, check_images
 from seethrough.errors import InputError
-from seethrough.evaluation.inputs import as_images, as_maps
 
 
 def trimap(maps: torch.Tensor, *, background: float = 0.5, probable: float = 0.8,
@@ -55,7 +55,7 @@ def grabcut(images: torch.Tensor, maps, *, background: float = 0.5, probable: fl
     """
     import cv2
 
-    images = as_images(images).detach().cpu()
+    images = check_images(images).detach().cpu()
     if images.shape[1] != 3:
         raise InputError(f"GrabCut needs RGB images (N, 3, H, W), got {images.shape[1]} channels")
     if iterations < 1:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from seethrough.attribution.chunks import chunks
 from seethrough.attribution.gradients import abs_max
-from seethrough.attribution.registry import METHODS, register
+from seethrough.attribution.registry import METHODS, inner, register
 from seethrough.attribution.result import Attribution
-from seethrough.attribution.targets import Target
+from seethrough.core import Target
+from seethrough.core.batching import chunks
 from seethrough.errors import InputError
 
 #: methods whose map is max_c |raw|: SmoothGrad averages their raw gradient first (the paper)
@@ -42,6 +42,7 @@ def smoothgrad(
         raise InputError(f"base must be another method of METHODS, not {base!r}")
     if not isinstance(n_samples, int) or n_samples < 1:
         raise InputError(f"n_samples must be a positive integer, not {n_samples!r}")
+    explain = inner(base, base_options)
     target.resolve(model, images, batch_size)
     generator = torch.Generator().manual_seed(seed)
     patterns = torch.randn((n_samples, *images.shape[1:]), generator=generator).to(images)
@@ -53,7 +54,7 @@ def smoothgrad(
         pair = torch.arange(part.start, part.stop, device=images.device)
         image, sample = pair // n_samples, pair % n_samples
         noisy = images[image] + sigma[image].view(-1, 1, 1, 1) * patterns[sample]
-        result = METHODS[base](model, noisy, target.take(image), batch_size=batch_size, **base_options)
+        result = explain(model, noisy, target.take(image), batch_size=batch_size, **base_options)
         if maps is None:
             maps = images.new_zeros((len(images), *result.maps.shape[1:]))
             if result.raw is not None:

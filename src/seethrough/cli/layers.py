@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from seethrough.layer_table import layers
+    from seethrough.core.layer_table import layers
     from seethrough.models import load_model
 
     model = load_model(args.model, weights=args.weights)

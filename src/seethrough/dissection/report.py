@@ -28,7 +28,7 @@ def _colour(category: str, index: int) -> str:
 def default_layers(model, input_size=None, *, activations=("ReLU", "ReLU6", "SiLU", "Hardswish",
                                                           "GELU")) -> list[str]:
     """One layer per spatial resolution: its last activation module (else its last module)."""
-    from seethrough.layer_table import layers
+    from seethrough.core.layer_table import layers
 
     shape = input_size or getattr(model, "input_size", (3, 224, 224))
     chosen: dict[tuple, str] = {}

@@ -44,7 +44,12 @@ from seethrough.dissection.labels import LabelBatch, Vocabulary, collate
 from seethrough.dissection.mask_counts import Bands, mask_counts
 from seethrough.dissection.quantile import QuantileSketch
 from seethrough.dissection.result import Dissection, LayerDissection
-from seethrough.dissection.upsample import anchored_matrix, bilinear_matrix, receptive_field, upsample
+from seethrough.dissection.upsample import (
+    anchored_matrix,
+    bilinear_matrix,
+    receptive_field,
+    upsample,
+)
 from seethrough.errors import InputError
 from seethrough.layout import run_in_fast_layout
 from seethrough.trace import capture, resolve_layer

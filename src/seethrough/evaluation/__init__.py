@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from seethrough.core import Registry, Target, TargetSpec, check_images, run_scope
+from seethrough.core.inputs import as_maps
 from seethrough.errors import InputError
-from seethrough.evaluation.inputs import Target, as_images, as_maps, as_targets, model_device
 from seethrough.evaluation.localization import (
     energy_pointing_game,
     iou,
@@ -43,21 +44,22 @@ from seethrough.evaluation.perturbation import (
 from seethrough.evaluation.sanity import Randomization, model_randomization, spearman
 
 #: metric name -> (needs masks, higher is better)
-METRICS = {
+METRICS: Registry[tuple[bool, bool]] = Registry("metric", {
     "deletion": (False, False),
     "insertion": (False, True),
     "pointing_game": (True, True),
     "energy_pointing_game": (True, True),
     "mask_iou": (True, True),
-}
+})
 
 
 @dataclass
 class Scores:
-    """Scores per image: ``values[metric]`` is a tensor ``(N,)``; ``targets`` the classes scored."""
+    """Scores per image: ``values[metric]`` is a tensor ``(N,)``; ``targets`` the classes scored
+    (``None`` for a callable or unit target)."""
 
     values: dict[str, torch.Tensor]
-    targets: torch.Tensor
+    targets: torch.Tensor | None
     method: str = ""
     higher_is_better: dict[str, bool] = field(default_factory=dict)
 
@@ -70,51 +72,55 @@ class Scores:
         import pandas as pd
 
         frame = pd.DataFrame({name: value.tolist() for name, value in self.values.items()})
-        frame.insert(0, "target", self.targets.tolist())
-        frame.insert(0, "image", range(len(self.targets)))
+        if self.targets is not None:
+            frame.insert(0, "target", self.targets.tolist())
+        frame.insert(0, "image", range(len(frame)))
         if self.method:
             frame.insert(1, "method", self.method)
         return frame
 
 
-def evaluate(model: nn.Module, images: torch.Tensor, maps, target: Target = "predicted", *,
+def evaluate(model: nn.Module, images: torch.Tensor, maps, target: TargetSpec = "predicted", *,
              masks=None, metrics: Sequence[str] | None = None, batch_size: int = 64,
              step: int | None = None, tolerance: int | None = None, top: float = 0.2,
-             progress: bool = True) -> Scores:
+             progress: bool | None = None) -> Scores:
     """Score maps (a tensor ``(N, 1, H, W)`` or an ``Attribution``) with several metrics.
 
     Args:
+        target: what the maps explain; by default the target of the ``Attribution`` given as
+            ``maps`` (its classes, or its callable or unit), else the predicted class.
         masks: ground-truth object masks ``(N, H, W)``; needed by the localization metrics.
         metrics: names from ``METRICS``; default: deletion and insertion, plus the localization
             metrics when ``masks`` are given.
         batch_size, step: for deletion / insertion; ``tolerance`` for the pointing game; ``top``
             (fraction of pixels kept) for ``mask_iou``.
     """
-    images = as_images(images)
-    if target == "predicted" and getattr(maps, "target", None) is not None:
-        target = maps.target  # score the class the attribution explained
-    targets = as_targets(model, images.to(model_device(model)), target)
+    images = check_images(images, model)
+    goal = getattr(maps, "goal", None)
+    if not (isinstance(target, str) and target == "predicted" and goal is not None):
+        goal = Target.of(target, len(images))
     if metrics is None:
-        metrics = [name for name, (needs_masks, _) in METRICS.items() if masks is not None or not needs_masks]
-    unknown = [name for name in metrics if name not in METRICS]
-    if unknown:
-        raise InputError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
-    if masks is None and any(METRICS[name][0] for name in metrics):
+        metrics = [name for name in METRICS if masks is not None or not METRICS.get(name)[0]]
+    needs_masks = [METRICS.get(name)[0] for name in metrics]  # unknown names raise here
+    if masks is None and any(needs_masks):
         raise InputError("pointing_game, energy_pointing_game and mask_iou need masks=(N, H, W)")
     method = getattr(maps, "method", "") or ""
     maps = as_maps(maps, size=images.shape[-2:], count=len(images))
+    if goal.is_class and not goal.known:
+        with run_scope(model):
+            goal.resolve(model, images, batch_size)
     functions = {
-        "deletion": lambda: deletion(model, images, maps, targets, step=step, batch_size=batch_size,
+        "deletion": lambda: deletion(model, images, maps, goal, step=step, batch_size=batch_size,
                                      progress=progress),
-        "insertion": lambda: insertion(model, images, maps, targets, step=step,
+        "insertion": lambda: insertion(model, images, maps, goal, step=step,
                                        batch_size=batch_size, progress=progress),
         "pointing_game": lambda: pointing_game(maps, masks, tolerance=tolerance),
         "energy_pointing_game": lambda: energy_pointing_game(maps, masks),
         "mask_iou": lambda: mask_iou(maps, masks, top=top),
     }
     values = {name: functions[name]().cpu() for name in metrics}
-    return Scores(values=values, targets=targets, method=method,
-                  higher_is_better={name: METRICS[name][1] for name in metrics})
+    return Scores(values=values, targets=goal.classes.clone() if goal.is_class else None,
+                  method=method, higher_is_better={name: METRICS.get(name)[1] for name in metrics})
 
 
 __all__ = [

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from seethrough.core.inputs import as_maps, as_masks
 from seethrough.errors import InputError
-from seethrough.evaluation.inputs import as_maps, as_masks
 
 #: Zhang et al.'s tolerance, in pixels at 224 x 224
 TOLERANCE_AT_224 = 15

@@ -20,19 +20,21 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.transforms.functional import gaussian_blur
 
+from seethrough.core import Target, TargetSpec, check_images, model_device, run_scope
+from seethrough.core.blur import gaussian_blur
+from seethrough.core.inputs import as_maps
+from seethrough.core.progress import progress_bar
 from seethrough.errors import InputError
-from seethrough.evaluation.inputs import Target, as_images, as_maps, as_targets, model_device
 
-#: RISE's blur for insertion (kernel 11, sigma 5 at 224 px)
-BLUR_KERNEL = 11
+#: RISE's blur for insertion (kernel 11 = radius 5, sigma 5 at 224 px)
+BLUR_RADIUS = 5
 BLUR_SIGMA = 5.0
 
 
-def blur(images: torch.Tensor, *, kernel: int = BLUR_KERNEL, sigma: float = BLUR_SIGMA) -> torch.Tensor:
+def blur(images: torch.Tensor) -> torch.Tensor:
     """RISE's substrate for insertion: a Gaussian blur (kernel 11, sigma 5)."""
-    return gaussian_blur(images, kernel_size=[kernel, kernel], sigma=[sigma, sigma])
+    return gaussian_blur(images, BLUR_SIGMA, radius=BLUR_RADIUS)
 
 
 def _substrate(images: torch.Tensor, name: str) -> torch.Tensor:
@@ -54,7 +56,7 @@ def _ranks(maps: torch.Tensor) -> torch.Tensor:
     return ranks.view(count, 1, height, width)
 
 
-def _curves(model, start, finish, maps, targets, *, step, batch_size, progress, desc):
+def _curves(model, start, finish, maps, target: Target, *, step, batch_size, progress, desc):
     count, _, height, width = start.shape
     pixels = height * width
     step = width if step is None else int(step)
@@ -68,17 +70,28 @@ def _curves(model, start, finish, maps, targets, *, step, batch_size, progress, 
     device = model_device(model)
     jobs = torch.cartesian_prod(torch.arange(count), torch.arange(n_steps + 1))
     scores = torch.empty(len(jobs))
-    from tqdm.auto import tqdm
-
+    starts = range(0, len(jobs), batch_size)
     with torch.no_grad():
-        for begin in tqdm(range(0, len(jobs), batch_size), desc=desc, unit="batch",
-                          disable=not progress or len(jobs) <= 4 * batch_size, leave=False):
+        for begin in progress_bar(starts, desc, progress=progress if len(starts) > 4 else False):
             image, k = jobs[begin:begin + batch_size].unbind(1)
             replace = ranks[image] < changed[k].view(-1, 1, 1, 1)
             batch = torch.where(replace, finish[image], start[image]).to(device)
-            probabilities = model(batch).softmax(dim=1)
-            scores[begin:begin + len(image)] = probabilities[torch.arange(len(image)), targets[image].to(device)].cpu()
+            value = target.scores(model(batch), image, probabilities=True)
+            scores[begin:begin + len(image)] = value.float().cpu()
     return scores.view(count, n_steps + 1)
+
+
+def _run_curves(model, images, maps, target, *, start, finish, step, batch_size, progress, desc):
+    """Check the inputs, scope the model, settle the target; then the curves of ``_curves``."""
+    images = check_images(images, model).detach()
+    maps = as_maps(maps, size=images.shape[-2:], count=len(images)).cpu()
+    goal = Target.of(target, len(images))
+    with run_scope(model), goal.attached(model):
+        goal.resolve(model, images, batch_size)
+        images = images.cpu()
+        begin, end = start(images), finish(images)
+        return _curves(model, begin, end, maps, goal, step=step, batch_size=batch_size,
+                       progress=progress, desc=desc)
 
 
 def area_under_curve(curves: torch.Tensor) -> torch.Tensor:
@@ -88,38 +101,35 @@ def area_under_curve(curves: torch.Tensor) -> torch.Tensor:
     return torch.trapezoid(curves, dx=1.0 / (curves.shape[-1] - 1), dim=-1)
 
 
-def deletion_curve(model: nn.Module, images: torch.Tensor, maps, target: Target = "predicted", *,
-                   step: int | None = None, substrate: str = "zeros", batch_size: int = 64,
-                   progress: bool = True) -> torch.Tensor:
+def deletion_curve(model: nn.Module, images: torch.Tensor, maps, target: TargetSpec = "predicted",
+                   *, step: int | None = None, substrate: str = "zeros", batch_size: int = 64,
+                   progress: bool | None = None) -> torch.Tensor:
     """Probability of the target ``(N, S+1)`` as pixels are removed, most important first.
 
-    ``substrate`` replaces removed pixels: ``"zeros"`` (RISE), ``"blur"`` or ``"mean"``.
+    ``substrate`` replaces removed pixels: ``"zeros"`` (RISE), ``"blur"`` or ``"mean"``. A
+    callable or unit target's value is used instead of a probability.
     """
-    images = as_images(images).detach().cpu()
-    maps = as_maps(maps, size=images.shape[-2:], count=len(images)).cpu()
-    targets = as_targets(model, images, target)
-    return _curves(model, images, _substrate(images, substrate), maps, targets, step=step,
-                   batch_size=batch_size, progress=progress, desc="deletion")
+    return _run_curves(model, images, maps, target, start=lambda x: x,
+                       finish=lambda x: _substrate(x, substrate), step=step,
+                       batch_size=batch_size, progress=progress, desc="deletion")
 
 
-def insertion_curve(model: nn.Module, images: torch.Tensor, maps, target: Target = "predicted", *,
-                    step: int | None = None, substrate: str = "blur", batch_size: int = 64,
-                    progress: bool = True) -> torch.Tensor:
+def insertion_curve(model: nn.Module, images: torch.Tensor, maps, target: TargetSpec = "predicted",
+                    *, step: int | None = None, substrate: str = "blur", batch_size: int = 64,
+                    progress: bool | None = None) -> torch.Tensor:
     """Probability of the target ``(N, S+1)`` as pixels return to a blurred copy, most important first."""
-    images = as_images(images).detach().cpu()
-    maps = as_maps(maps, size=images.shape[-2:], count=len(images)).cpu()
-    targets = as_targets(model, images, target)
-    return _curves(model, _substrate(images, substrate), images, maps, targets, step=step,
-                   batch_size=batch_size, progress=progress, desc="insertion")
+    return _run_curves(model, images, maps, target, start=lambda x: _substrate(x, substrate),
+                       finish=lambda x: x, step=step, batch_size=batch_size, progress=progress,
+                       desc="insertion")
 
 
-def deletion(model: nn.Module, images: torch.Tensor, maps, target: Target = "predicted",
+def deletion(model: nn.Module, images: torch.Tensor, maps, target: TargetSpec = "predicted",
              **options) -> torch.Tensor:
     """Deletion AUC per image ``(N,)``: lower is better. Options as ``deletion_curve``."""
     return area_under_curve(deletion_curve(model, images, maps, target, **options))
 
 
-def insertion(model: nn.Module, images: torch.Tensor, maps, target: Target = "predicted",
+def insertion(model: nn.Module, images: torch.Tensor, maps, target: TargetSpec = "predicted",
               **options) -> torch.Tensor:
     """Insertion AUC per image ``(N,)``: higher is better. Options as ``insertion_curve``."""
     return area_under_curve(insertion_curve(model, images, maps, target, **options))

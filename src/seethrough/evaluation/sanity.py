@@ -28,11 +28,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from seethrough.core import Target, TargetSpec, check_images, run_scope
+from seethrough.core.inputs import as_maps
+from seethrough.core.progress import progress_bar
 from seethrough.errors import InputError
-from seethrough.evaluation.inputs import Target, as_images, as_maps, as_targets, model_device
 from seethrough.trace import resolve_layer
 
-Explain = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+Explain = Callable[[nn.Module, torch.Tensor, TargetSpec], torch.Tensor]
 
 
 def rankdata(values: torch.Tensor) -> torch.Tensor:
@@ -111,40 +113,43 @@ def _explainer(explain: str | Explain, options: dict) -> tuple[Explain, str]:
                          "function (model, images, targets) -> maps")
     from seethrough.attribution import attribute
 
-    def run(model, images, targets):
-        return attribute(model, images, target=targets, method=explain, **options).maps
+    def run(model, images, target):
+        return attribute(model, images, target=target, method=explain, **options).maps
 
     return run, explain
 
 
 def model_randomization(model: nn.Module, images: torch.Tensor, explain: str | Explain,
-                        target: Target = "predicted", *, layers: Sequence[str] | None = None,
-                        absolute: bool = True, seed: int = 0, progress: bool = True,
-                        **options) -> Randomization:
+                        target: TargetSpec = "predicted", *, layers: Sequence[str] | None = None,
+                        absolute: bool = True, seed: int = 0, progress: bool | None = None,
+                        batch_size: int = 32, **options) -> Randomization:
     """Cascading model randomization, top layer first; Spearman correlation per step and image.
 
     Args:
         explain: a method name for ``seethrough.attribute`` (``options`` are passed on) or a
-            function ``(model, images, targets) -> maps (N, 1, H, W)``.
+            function ``(model, images, target) -> maps (N, 1, H, W)``; ``target`` is the class
+            per image fixed by the original model, or the callable or unit given.
         layers: cascade order, top first; each name may be a block (all its parameters are
             re-initialised). Default: every module owning parameters, output to input.
         absolute: correlate ``|map|`` (Adebayo et al. report both; absolute is their main figure).
     """
-    images = as_images(images).detach().to(model_device(model))
-    run, name = _explainer(explain, options)
-    targets = as_targets(model, images, target)
+    images = check_images(images, model).detach()
+    run, name = _explainer(explain, {**options, "batch_size": batch_size})
+    goal = Target.of(target, len(images))
+    if goal.is_class:
+        with run_scope(model):
+            goal.resolve(model, images, batch_size)
+        target = goal.classes.to(images.device)
     if layers is None:
         layers = parameter_layers(model)
     names = [resolve_layer(model, layer)[0] for layer in layers]
     if not names:
         raise InputError("the model has no parameters to randomize")
     devices = [images.device.index or 0] if images.device.type == "cuda" else []
-    from tqdm.auto import tqdm
 
     def maps_of(net):
         torch.manual_seed(seed)
-        maps = as_maps(run(net, images, targets.to(images.device)), size=images.shape[-2:],
-                       count=len(images)).cpu()
+        maps = as_maps(run(net, images, target), size=images.shape[-2:], count=len(images)).cpu()
         return maps.abs() if absolute else maps
 
     with torch.random.fork_rng(devices=devices):
@@ -152,8 +157,8 @@ def model_randomization(model: nn.Module, images: torch.Tensor, explain: str | E
         randomized = copy.deepcopy(model)
         modules = dict(randomized.named_modules())
         rows = [spearman(original, maps_of(randomized))]
-        for step, layer in enumerate(tqdm(names, desc=f"randomize ({name})", unit="layer",
-                                          disable=not progress, leave=False)):
+        for step, layer in enumerate(progress_bar(names, f"randomize ({name})", unit="layer",
+                                                  progress=progress)):
             torch.manual_seed(seed + 1 + step)
             reinitialize(modules[layer])
             rows.append(spearman(original, maps_of(randomized)))

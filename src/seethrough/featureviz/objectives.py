@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from seethrough.core.blur import gaussian_blur
 from seethrough.errors import InputError
 
 Units = int | Sequence[int]
@@ -344,18 +345,10 @@ def blur(sigma: float = 0.5) -> Objective:
     """Squared distance of the image from a blurred copy of itself (Lucid's
     ``blur_input_each_step``): subtracting it pulls the image towards its own blur."""
     radius = max(1, int(3 * sigma))
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-offsets.pow(2) / (2 * sigma ** 2))
-    kernel = kernel / kernel.sum()
 
     def function(e: Evaluation) -> torch.Tensor:
-        image = e.image
-        k = kernel.to(image)
-        c = image.shape[1]
-        blurred = F.conv2d(F.pad(image, (radius,) * 4, mode="replicate"),
-                           k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-        blurred = F.conv2d(blurred, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-        return 0.5 * (image - blurred.detach()).pow(2).flatten(1).sum(1)
+        blurred = gaussian_blur(e.image, sigma, radius=radius, padding="replicate")
+        return 0.5 * (e.image - blurred.detach()).pow(2).flatten(1).sum(1)
 
     return Objective(function, f"blur({sigma:g})")
 

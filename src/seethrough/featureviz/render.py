@@ -32,7 +32,7 @@ from seethrough.featureviz.objectives import Evaluation, Objective
 from seethrough.featureviz.params import ImageParam
 from seethrough.featureviz.transforms import Transforms
 from seethrough.layout import run_in_fast_layout
-from seethrough.preserve import preserve
+from seethrough.core import model_device, run_scope
 from seethrough.relu_rules import relu_backward
 from seethrough.trace import StopForward, Trace
 
@@ -86,8 +86,7 @@ class Probe:
     def __enter__(self) -> Self:
         stack = ExitStack()
         try:
-            stack.enter_context(preserve(self.model))
-            self.model.eval().requires_grad_(False)
+            stack.enter_context(run_scope(self.model, mode="eval"))
             if self.layers:
                 self._trace = stack.enter_context(Trace(
                     self.model, self.layers, retain_output=False,
@@ -155,12 +154,6 @@ class Visualization:
         return [save_png(image, directory / f"{prefix}_{i:03d}.png") for i, image in enumerate(self.images)]
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
 def _default_size(model: nn.Module) -> int:
     size = getattr(model, "input_size", None)
     return int(size[-1]) if size else 224
@@ -192,7 +185,7 @@ class Renderer:
         if objective.batch_size is not None and batch != objective.batch_size:
             raise InputError(f"the objective has one unit per item for {objective.batch_size} items "
                              f"but batch={batch}")
-        device = _model_device(model)
+        device = model_device(model)
         if isinstance(param, ImageParam):
             self.param = param
         else:

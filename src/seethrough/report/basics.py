@@ -52,7 +52,7 @@ def predictions_section(context) -> Section:
 
 
 def layers_section(context) -> Section:
-    from seethrough.layer_table import layers
+    from seethrough.core.layer_table import layers
 
     body = ""
     for title, model in (("ConceptNet", context.conceptnet), ("MobileNetV2", context.imagenet_model)):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from seethrough.preserve import preserve
+from seethrough.core import model_device, run_scope
 from seethrough.trace import Trace
 
 
@@ -29,9 +29,8 @@ def stage_layers(model: nn.Module, input_shape: tuple[int, int, int] | None = No
             best = children
     if not best:
         return []
-    with torch.no_grad(), preserve(model), Trace(model, best, stop=True) as trace:
-        model.eval()
-        model(torch.rand((1,) + tuple(input_shape)))
+    with torch.no_grad(), run_scope(model, mode="eval"), Trace(model, best, stop=True) as trace:
+        model(torch.rand((1,) + tuple(input_shape), device=model_device(model)))
     return [name for name in best if trace[name].outputs and trace[name].output.dim() == 4]
 
 

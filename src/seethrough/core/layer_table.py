@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from seethrough.preserve import preserve
+from seethrough.core.device import model_device
+from seethrough.core.scope import run_scope
 
 
 @dataclass
@@ -76,12 +77,10 @@ def layers(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> Laye
 
         return hook
 
-    with preserve(model), torch.no_grad():
-        model.eval()
+    with run_scope(model, mode="eval"), torch.no_grad():
         for name, module in named:
             module.register_forward_hook(hook_for(name))
-        device = next(iter(model.parameters()), torch.empty(0)).device
-        model(torch.zeros(1, *input_shape, device=device))
+        model(torch.zeros(1, *input_shape, device=model_device(model)))
     rows = [
         LayerRow(
             name=name,

@@ -1,9 +1,14 @@
-"""What to explain: a class per image, ``"predicted"``, or any scalar function of the output.
+"""What to explain or attack: a class per image, ``"predicted"``, a scalar function of the
+output, or a unit of an inner layer.
 
-A ``Target`` turns a model output into one score per image. Class indices read the logit (or,
+A ``Target`` turns a model run into one score per image. Class indices read the logit (or,
 for the methods that use probabilities, the softmax probability); ``"predicted"`` takes the
 class the model predicts on the clean image; a callable ``output -> (N,) tensor`` works for any
-model (multi-output, segmentation, detection) and is applied to whatever the model returns.
+model (multi-output, segmentation, detection) and is applied to whatever the model returns;
+``unit(layer, channel)`` reads a channel of an inner layer (its mean over space, or its value at
+one position), so that e.g. guided backprop shows what part of an image a neuron responds to.
+A unit target reads its layer while ``attached(model)`` holds a hook there; every method that
+takes a target attaches it for you.
 
 Example:
     >>> import torch
@@ -12,37 +17,60 @@ Example:
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from seethrough.errors import InputError
 
-TargetSpec = int | list | tuple | torch.Tensor | str | Callable[..., torch.Tensor]
+
+@dataclass(frozen=True)
+class Unit:
+    """A channel of an inner layer as a target: ``unit("features.6", 12)``."""
+
+    layer: str | nn.Module
+    channel: int
+    position: tuple[int, int] | None = None
+
+    def score(self, activation: torch.Tensor) -> torch.Tensor:
+        """(N,) the channel's mean over space, or its value at ``position``."""
+        if activation.dim() < 2 or not -activation.shape[1] <= self.channel < activation.shape[1]:
+            raise InputError(f"unit target: channel {self.channel} is out of range for layer output "
+                             f"{tuple(activation.shape)}")
+        values = activation[:, self.channel]
+        if self.position is None:
+            return values.flatten(1).mean(1) if values.dim() > 1 else values
+        if values.dim() != 3:
+            raise InputError(f"unit target: a position needs an (N, C, H, W) layer output, got "
+                             f"{tuple(activation.shape)}")
+        row, col = self.position
+        if not (0 <= row < values.shape[1] and 0 <= col < values.shape[2]):
+            raise InputError(f"unit target: position {self.position} is outside the layer's "
+                             f"{values.shape[1]}x{values.shape[2]} grid")
+        return values[:, row, col]
 
 
-def check_images(images, model: nn.Module | None = None) -> torch.Tensor:
-    """Return ``images`` as an (N, C, H, W) float tensor on the model's device, or raise."""
-    if not isinstance(images, torch.Tensor):
-        raise InputError(f"images must be a torch.Tensor (N, C, H, W), not {type(images).__name__}")
-    if images.dim() != 4:
-        hint = " (add a batch dimension: images[None])" if images.dim() == 3 else ""
-        raise InputError(f"images must have shape (N, C, H, W); got {tuple(images.shape)}{hint}")
-    if not images.is_floating_point():
-        raise InputError(
-            f"images must be floating point in [0, 1], not {images.dtype}: use images.float() / 255"
-        )
-    if images.shape[0] == 0:
-        raise InputError("images is an empty batch")
-    bad = (~torch.isfinite(images)).sum().item()
-    if bad:
-        raise InputError(f"images contain {bad} NaN or infinite values; clean them first")
-    if model is not None:
-        parameter = next(model.parameters(), None)
-        if parameter is not None and parameter.device != images.device:
-            images = images.to(parameter.device)
-    return images
+def unit(layer: str | nn.Module, channel: int, *, position: tuple[int, int] | None = None) -> Unit:
+    """Target a unit of an inner layer: its channel's mean activation (or one position).
+
+    Example:
+        >>> import torch
+        >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True))
+        >>> goal = Target.of(unit("0", 2), 1)
+        >>> with goal.attached(net):
+        ...     output = net(torch.rand(1, 3, 8, 8))
+        ...     goal.scores(output).shape
+        torch.Size([1])
+    """
+    if not isinstance(channel, int) or isinstance(channel, bool):
+        raise InputError(f"a unit's channel is an int, not {channel!r}")
+    return Unit(layer, channel, None if position is None else tuple(position))
+
+
+TargetSpec = int | list | tuple | torch.Tensor | str | Unit | Callable[..., torch.Tensor]
 
 
 def describe(output) -> str:
@@ -59,11 +87,48 @@ def describe(output) -> str:
 class Target:
     """Scores per image from a model output; build one with ``Target.of(spec, count)``."""
 
-    def __init__(self, count: int, *, classes: torch.Tensor | None = None, function=None):
+    def __init__(self, count: int, *, classes: torch.Tensor | None = None, function=None,
+                 unit: Unit | None = None, seen: dict | None = None):
         self.count = count
         self.function = function
+        self.unit = unit
         #: class per image; -1 where "predicted" is not resolved yet
         self.classes = classes
+        #: the unit's layer output of the latest forward pass (shared with ``take``n targets)
+        self._seen = {} if seen is None else seen
+
+    @property
+    def is_class(self) -> bool:
+        """True for class indices (and ``"predicted"``), False for a callable or a unit."""
+        return self.classes is not None
+
+    @contextmanager
+    def attached(self, model: nn.Module) -> Iterator[Target]:
+        """Hold a hook on a unit target's layer while the block runs (nothing for other targets).
+
+        The hook keeps the layer's own output and hands a copy on to the network, so an in-place
+        op after the layer cannot change what is scored.
+        """
+        if self.unit is None:
+            yield self
+            return
+        from seethrough.trace import resolve_layer
+
+        name, module = resolve_layer(model, self.unit.layer)
+
+        def keep(module, inputs, output):
+            if not isinstance(output, torch.Tensor):
+                raise InputError(f"unit target: layer {name!r} returns {type(output).__name__}, "
+                                 "not a tensor")
+            self._seen["output"] = output
+            return output.clone()
+
+        handle = module.register_forward_hook(keep)
+        try:
+            yield self
+        finally:
+            handle.remove()
+            self._seen.clear()
 
     @classmethod
     def of(cls, spec: TargetSpec | Target, count: int) -> Target:
@@ -79,10 +144,13 @@ class Target:
                     "function output -> (N,) scores"
                 )
             return cls(count, classes=torch.full((count,), -1, dtype=torch.long))
+        if isinstance(spec, Unit):
+            return cls(count, unit=spec)
         if callable(spec) and not isinstance(spec, torch.Tensor):
             return cls(count, function=spec)
         if isinstance(spec, bool) or spec is None:
-            raise InputError(f"target must be class indices, \"predicted\" or a callable, not {spec!r}")
+            raise InputError(f"target must be class indices, \"predicted\", a callable or a "
+                             f"unit(layer, channel), not {spec!r}")
         try:
             classes = torch.as_tensor(spec)
         except (TypeError, ValueError, RuntimeError) as error:
@@ -103,12 +171,12 @@ class Target:
     @property
     def known(self) -> bool:
         """True when every image's target is fixed (no pending ``"predicted"``)."""
-        return self.function is not None or bool((self.classes >= 0).all())
+        return not self.is_class or bool((self.classes >= 0).all())
 
     def take(self, rows: torch.Tensor) -> Target:
         """The target of the images ``rows`` (for perturbed copies of the images)."""
-        if self.function is not None:
-            return Target(len(rows), function=self.function)
+        if not self.is_class:
+            return Target(len(rows), function=self.function, unit=self.unit, seen=self._seen)
         return Target(len(rows), classes=self.classes[rows.cpu()])
 
     def scores(
@@ -122,10 +190,15 @@ class Target:
             rows: image index per row (a slice or index tensor); ``None`` = all images in order.
             clean: the output is of the unperturbed images, so it may settle ``"predicted"``.
             probabilities: read softmax probabilities instead of logits (class targets only; a
-                callable's value is used as it is).
+                callable's or a unit's value is used as it is).
         """
+        if self.unit is not None:
+            if "output" not in self._seen:
+                raise InputError("a unit target reads its layer only inside `target.attached(model)`"
+                                 " (the methods do this for you)")
+            return self._check(self.unit.score(self._seen["output"]), self._count(rows))
         if self.function is not None:
-            return self._call(output, self._count(rows))
+            return self._check(self.function(output), self._count(rows))
         if not isinstance(output, torch.Tensor):
             raise InputError(
                 f"the model returns {describe(output)}, not one tensor of class scores: pass a "
@@ -166,19 +239,19 @@ class Target:
             return len(range(*rows.indices(self.count)))
         return len(rows)
 
-    def _call(self, output, count: int) -> torch.Tensor:
-        value = self.function(output)
+    @staticmethod
+    def _check(value, count: int) -> torch.Tensor:
         if not isinstance(value, torch.Tensor) or value.shape != (count,):
             shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
             raise InputError(
-                f"a target function must return one score per image, a tensor of shape "
+                f"a target must give one score per image, a tensor of shape "
                 f"({count},); got {shape}"
             )
         return value
 
     def resolve(self, model: nn.Module, images: torch.Tensor, batch_size: int) -> None:
         """Settle ``"predicted"`` with no-grad passes over the clean images (if still pending)."""
-        from seethrough.attribution.chunks import chunks
+        from seethrough.core.batching import chunks
 
         if self.known:
             return

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from seethrough.core.progress import progress_bar
 from seethrough.errors import InputError
 
 
-def chunks(total: int, batch_size: int, *, desc: str | None = None) -> Iterator[slice]:
-    """Yield ``slice``s covering ``range(total)``; a tqdm bar (on a terminal) if ``desc``."""
+def chunks(total: int, batch_size: int, *, desc: str | None = None,
+           progress: bool | None = None) -> Iterator[slice]:
+    """Yield ``slice``s covering ``range(total)``; a bar (``progress``) when ``desc`` is given
+    and there is more than one chunk."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, not {batch_size!r}")
     starts = range(0, total, batch_size)
     if desc is not None and len(starts) > 1:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc=desc, unit="batch", leave=False, disable=None)
+        starts = progress_bar(starts, desc, progress=progress)
     for start in starts:
         yield slice(start, min(start + batch_size, total))

@@ -1,0 +1,27 @@
+"""One progress setting for every long run: ``progress=None`` (the default everywhere) shows a
+bar when standard error is a terminal, ``True`` always, ``False`` never.
+
+Example:
+    >>> list(progress_bar(range(3), "work", progress=False))
+    [0, 1, 2]
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TypeVar
+
+Item = TypeVar("Item")
+
+#: the default of every ``progress=`` option: a bar on a terminal only
+AUTO = None
+
+
+def progress_bar(items: Iterable[Item], desc: str, *, progress: bool | None = AUTO,
+                 total: int | None = None, unit: str = "batch", leave: bool = False) -> Iterable[Item]:
+    """``items`` wrapped in a tqdm bar as ``progress`` says (see the module docstring)."""
+    if progress is False:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, total=total, unit=unit, leave=leave,
+                disable=None if progress is None else False)
