@@ -2,7 +2,8 @@
 forward + backward on the same batch, its peak extra memory, and the same method in Captum and
 pytorch-grad-cam where installed (``pip install captum grad-cam``).
 
-Run: ``python benchmarks/attribution.py [--quick] [--models conceptnet,mobilenet_v2,resnet18]``
+Run: ``python benchmarks/attribution.py [--quick] [--rounds 7]
+[--models conceptnet,mobilenet_v2,resnet18] [--methods saliency,gradcam] [--batch 8]``
 
 Settings are the same for every library: batch 8 (224 px; ConceptNet at 64 px), class targets
 fixed beforehand, the same layer for the CAMs, the same number of steps / samples / windows.
@@ -12,16 +13,25 @@ backward on 1 image. Targets: single-pass
 gradient methods within 1.1x of forward + backward; no method slower than a peer's equivalent;
 integrated gradients' memory set by ``batch_size``, not by ``n_steps``.
 
-The reference is the model's plain forward + backward on the batch as given (contiguous).
-seethrough feeds the model channels-last images (``seethrough.layout``); the row
-"(forward+backward)" also gives that reference on channels-last input, so the table shows how
-much of a ratio below 1 comes from the layout. pytorch-grad-cam needs the model's parameters to
-require gradients (it backpropagates a loss through them), so its cells run that way; the
-other libraries run with frozen parameters.
+Each (model, method) cell is timed in interleaved rounds (``--rounds``, default 7): every round
+runs, once each and in turn, the model's own forward + backward on the cell's images as given
+(contiguous) and on the same images channels-last, seethrough's method and each installed
+peer's equivalent; each variant's time is its best round, so every ratio compares timings taken
+at the same moments. Batch cells get one untimed round first; one-image cells do not (their
+calls are long, and the best of the rounds drops the first one's warm-up).
+
+Each ratio is given against both floors: ``x plain fwd+bwd`` (the model as a user calls it) and
+``x channels-last fwd+bwd``, the fastest floor of the same model. seethrough feeds the model
+channels-last images (``seethrough.layout``), so a ratio below 1 against the plain floor can hide
+overhead that the channels-last column shows. The row "(forward+backward)" gives both floors'
+best times in milliseconds. A peer that is not installed says so in its cells.
+pytorch-grad-cam needs the model's parameters to require gradients (it backpropagates a loss
+through them), so its cells run that way; the other libraries run with frozen parameters.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -29,7 +39,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import forward_backward, markdown_table, median_time, peak_memory
+from common import forward_backward, interleaved_best, markdown_table, peak_memory
 
 from seethrough.allocator import keep_freed_memory
 
@@ -53,8 +63,6 @@ def settings(quick: bool) -> dict:
         "n_samples": 8 if quick else 50,
         "n_masks": 200 if quick else 2000,
         "iterations": 20 if quick else 300,
-        "repeats": 3 if quick else 5,
-        "repeats_one": 3 if quick else 1,  # methods timed on one image (thousands of passes)
     }
 
 
@@ -79,8 +87,34 @@ def our_methods(layer: str, s: dict) -> dict:
     }
 
 
+#: method (or extra cell) -> the peer library that has an equivalent
+PEER_OF = {
+    **dict.fromkeys(["saliency", "input_x_gradient", "guided_backprop", "deconvnet", "gradcam",
+                     "integrated_gradients", "smoothgrad", "occlusion"], "captum"),
+    **dict.fromkeys(["gradcam_plus_plus", "scorecam", "gradcam (pgc)"], "pytorch-grad-cam"),
+}
+
+
+def installed_peers() -> dict[str, str]:
+    """library -> its version, or why it is missing (starts with 'not installed')."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    packages = {"captum": ("captum", "captum.attr"),
+                "pytorch-grad-cam": ("grad-cam", "pytorch_grad_cam")}
+    for library, (distribution, module) in packages.items():
+        try:
+            __import__(module)
+            found[library] = version(distribution)
+        except ImportError as error:
+            found[library] = f"not installed ({error})"
+        except PackageNotFoundError:
+            found[library] = "version unknown"
+    return found
+
+
 def peers(model, layer: str, s: dict, batch_size: int, window: int) -> dict:
-    """name -> function(images, targets) for the peers' equivalents that are installed."""
+    """name -> (library, function(images, targets)) for the peers' equivalents that are installed."""
     from seethrough.preserve import preserve
     from seethrough.trace import resolve_layer
 
@@ -128,7 +162,17 @@ def peers(model, layer: str, s: dict, batch_size: int, window: int) -> dict:
     return found
 
 
-def bench_model(name: str, quick: bool, batch: int, batch_size: int) -> list[dict]:
+#: the floors: the model's own forward + backward on the images as given and channels-last
+FLOORS = {"plain": torch.contiguous_format, "channels-last": torch.channels_last}
+
+
+def ratios(seconds: float, best: dict[str, float], prefix: str = "") -> dict[str, float]:
+    """``{prefix}x <floor> fwd+bwd`` -> ``seconds`` over that floor's best time, for each floor."""
+    return {f"{prefix}x {floor} fwd+bwd": seconds / best[floor] for floor in FLOORS}
+
+
+def bench_model(name: str, quick: bool, batch: int, batch_size: int, rounds: int,
+                methods: list[str] | None = None) -> list[dict]:
     from seethrough.attribution import attribute
 
     model, layer = load(name)
@@ -138,94 +182,124 @@ def bench_model(name: str, quick: bool, batch: int, batch_size: int) -> list[dic
     with torch.no_grad():
         targets = model(images).argmax(1)
     s = settings(quick)
-    reference = {}
-    for count in (batch, 1):
-        run = forward_backward(model, images[:count], targets[:count])
-        reference[count] = median_time(run, repeats=7)
-    channels_last = median_time(forward_backward(model, images, targets, torch.channels_last),
-                                repeats=7)
+    # the floors: the model's own forward + backward on the same images, as given and channels-last
+    floors = {(count, floor): forward_backward(model, images[:count], targets[:count], layout)
+              for count in (batch, 1) for floor, layout in FLOORS.items()}
+    fastest = dict.fromkeys(floors, math.inf)  # best floor times over every cell's rounds
     found = peers(model, layer, s, batch_size, window=max(1, -(-size // 8)))
     rows = []
     for method, (options, which) in our_methods(layer, s).items():
+        if methods is not None and method not in methods:
+            continue
         count = batch if which == "batch" else 1
         x, t = images[:count], targets[:count]
 
         def ours(x=x, t=t, method=method, options=options):
             return attribute(model, x, t, method=method, batch_size=batch_size, **options)
 
-        try:
-            seconds = median_time(ours, repeats=s["repeats"] if which == "batch" else s["repeats_one"],
-                                  warmup=1 if which == "batch" else 0)
-            memory = peak_memory(ours) if which == "batch" or not quick else float("nan")
-        except Exception as error:  # noqa: BLE001  (report the failure, keep benchmarking)
-            rows.append({"model": name, "method": method, "note": f"error: {error}"[:80]})
-            continue
-        row = {"model": name, "method": method, "images": count,
-               "x fwd+bwd": seconds / reference[count], "peak MB": memory / MB}
-        for key in (method, f"{method} (pgc)"):
-            if key in found:
-                library, peer = found[key]
+        # one cell: every variant once per round, the best of the rounds for each
+        functions = {floor: floors[count, floor] for floor in FLOORS}
+        functions["seethrough"] = ours
+        keys = [key for key in (method, f"{method} (pgc)") if key in PEER_OF]
+        for key in keys:
+            if key not in found:
+                continue
+            functions[key] = lambda peer=found[key][1], x=x, t=t: peer(x, t)
+        failures: dict[str, BaseException] = {}
+        best = interleaved_best(functions, rounds, warmup=1 if which == "batch" else 0,
+                                failures=failures)
+        for floor in FLOORS:
+            if floor in failures:
+                raise failures[floor]
+            fastest[count, floor] = min(fastest[count, floor], best[floor])
+
+        row = {"model": name, "method": method, "images": count}
+        notes = []
+        if "seethrough" in failures:
+            notes.append(f"error: {failures['seethrough']}"[:80])
+        else:
+            row.update(ratios(best["seethrough"], best))
+            try:
+                row["peak MB"] = (peak_memory(ours) if which == "batch" or not quick
+                                  else float("nan")) / MB
+            except Exception as error:  # noqa: BLE001  (report the failure, keep benchmarking)
+                notes.append(f"error: {error}"[:80])
+        for key in keys:
+            if key not in found:  # the peer is not installed: its cells say so
+                if key == method:
+                    row["peer"] = f"{PEER_OF[key]}: not installed"
+                else:
+                    notes.append(f"{PEER_OF[key]} GradCAM: not installed")
+                continue
+            library, peer = found[key]
+            if key in failures:  # a peer's failure is a result
+                notes.append(f"{library} failed: {failures[key]}"[:80])
+            elif key == method:
+                row["peer"] = library
+                row.update(ratios(best[key], best, "peer "))
                 try:
-                    peer_seconds = median_time(lambda peer=peer, x=x, t=t: peer(x, t),
-                                               repeats=s["repeats"] if which == "batch" else s["repeats_one"],
-                                               warmup=1 if which == "batch" else 0)
-                    label = library if key == method else f"{library} GradCAM"
-                    row[f"peer ({label}) x fwd+bwd" if key == method else "pgc GradCAM x fwd+bwd"] = (
-                        peer_seconds / reference[count])
-                    if key == method:
-                        row["peer"] = library
-                        row["peer x fwd+bwd"] = peer_seconds / reference[count]
-                        row["peer peak MB"] = peak_memory(lambda peer=peer, x=x, t=t: peer(x, t)) / MB
-                except Exception as error:  # noqa: BLE001  (a peer's failure is a result)
-                    row["note"] = f"{library} failed: {error}"[:80]
+                    row["peer peak MB"] = peak_memory(lambda peer=peer, x=x, t=t: peer(x, t)) / MB
+                except Exception as error:  # noqa: BLE001
+                    notes.append(f"{library} failed: {error}"[:80])
+            else:  # pytorch-grad-cam's GradCAM beside Captum's
+                notes.append(f"{library} GradCAM: " + ", ".join(
+                    f"{best[key] / best[floor]:.2f}x {floor}" for floor in FLOORS))
+        if name == "mobilenet_v2" and method in ("guided_backprop", "deconvnet") \
+                and row.get("peer") == "captum":
+            notes.append("captum hooks nn.ReLU only, not ReLU6: its result is the plain gradient")
+        if notes:
+            row["note"] = "; ".join(notes)
         rows.append(row)
-        print(f"  {name} {method}: {row.get('x fwd+bwd', float('nan')):.2f}x", file=sys.stderr, flush=True)
-    if "gradcam (pgc)" in found:
-        for row in rows:
-            if row["method"] == "gradcam" and "pgc GradCAM x fwd+bwd" in row:
-                row["note"] = f"pytorch-grad-cam GradCAM: {row.pop('pgc GradCAM x fwd+bwd'):.2f}x"
-    for row in rows:
-        for key in [k for k in row if k.startswith("peer (")]:
-            row.pop(key)
+        print(f"  {name} {method}: " + ", ".join(
+            f"{row.get(f'x {floor} fwd+bwd', math.nan):.2f}x {floor}" for floor in FLOORS),
+            file=sys.stderr, flush=True)
     # integrated gradients: memory is set by batch_size, not by n_steps
-    for n_steps in (50, 200):
+    for n_steps in (50, 200) if methods is None or "integrated_gradients" in methods else ():
         def ig(n_steps=n_steps):
             return attribute(model, images, targets, method="integrated_gradients",
                              n_steps=n_steps, batch_size=batch_size)
         rows.append({"model": name, "method": f"integrated_gradients n_steps={n_steps}",
                      "images": batch, "peak MB": peak_memory(ig) / MB,
                      "note": f"batch_size={batch_size}"})
+    timed = [n for n in dict.fromkeys((batch, 1)) if math.isfinite(fastest[n, "plain"])]
     rows.append({"model": name, "method": "(forward+backward)", "images": batch,
-                 "note": f"{reference[batch] * 1000:.1f} ms for {batch} images, "
-                         f"{reference[1] * 1000:.1f} ms for 1; channels-last input: "
-                         f"{channels_last / reference[batch]:.2f}x"})
-    if name == "mobilenet_v2":
-        for row in rows:
-            if row["method"] in ("guided_backprop", "deconvnet") and row.get("peer") == "captum":
-                row["note"] = "captum hooks nn.ReLU only, not ReLU6: its result is the plain gradient"
+                 "note": "; ".join(
+                     f"{count} image{'s' * (count > 1)}: " + ", ".join(
+                         f"{fastest[count, floor] * 1000:.1f} ms {floor}" for floor in FLOORS)
+                     for count in timed) + " (best round of all cells)"})
     return rows
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer steps, samples and repeats")
+    parser.add_argument("--quick", action="store_true", help="fewer steps, samples and masks")
+    parser.add_argument("--rounds", type=int, default=7,
+                        help="interleaved rounds per cell; each variant's best round counts")
     parser.add_argument("--models", default="conceptnet,mobilenet_v2,resnet18")
+    parser.add_argument("--methods", help="comma-separated subset of the methods (default: all)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=32, help="internal batch of every library")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
     torch.set_num_threads(args.threads)
     keep_freed_memory()
     rows = []
     for name in args.models.split(","):
         try:
-            rows += bench_model(name.strip(), args.quick, args.batch, args.batch_size)
+            rows += bench_model(name.strip(), args.quick, args.batch, args.batch_size,
+                                args.rounds, methods)
         except Exception as error:  # noqa: BLE001  (e.g. weights not bundled yet)
             rows.append({"model": name, "method": "-", "note": f"skipped: {error}"[:100]})
-    columns = ["model", "method", "images", "x fwd+bwd", "peak MB", "peer", "peer x fwd+bwd",
-               "peer peak MB", "note"]
+    floors = [f"x {floor} fwd+bwd" for floor in FLOORS]
+    columns = ["model", "method", "images", *floors, "peak MB", "peer",
+               *(f"peer {column}" for column in floors), "peer peak MB", "note"]
+    peer_versions = ", ".join(f"{library} {v}" for library, v in installed_peers().items())
     print(f"settings: {settings(args.quick)}, batch {args.batch}, batch_size {args.batch_size}, "
-          f"{args.threads} threads, torch {torch.__version__}\n")
+          f"best of {args.rounds} interleaved rounds, {args.threads} threads, "
+          f"torch {torch.__version__}; {peer_versions}\n")
     print(markdown_table(rows, columns))
     return 0
 

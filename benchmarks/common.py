@@ -1,4 +1,9 @@
-"""Timing and memory helpers for the benchmarks (CPU): median wall time, peak extra RSS.
+"""Timing and memory helpers for the benchmarks (CPU): best of interleaved rounds, peak extra RSS.
+
+Times are the best (minimum) of several interleaved rounds (``interleaved_best``): each round
+calls every variant of a cell once in turn (the model's own forward (+backward) on plain and on
+channels-last input, seethrough, each peer), so a ratio compares timings taken at the same
+moments and a slow spell of the shared machine hits all of them alike.
 
 Each benchmark calls ``seethrough.allocator.keep_freed_memory()`` first, as the ``seethrough``
 command does: without it glibc returns every large tensor to the OS and timings of the same call
@@ -10,13 +15,15 @@ on its own without a subprocess. Elsewhere the column reads ``nan``. Memory the 
 already cached and reuses is not counted, so small numbers are lower bounds.
 
 Example:
-    >>> seconds = median_time(lambda: sum(range(1000)), repeats=3)
+    >>> best = interleaved_best({"a": lambda: sum(range(1000)), "b": lambda: sorted(range(1000))},
+    ...                         rounds=3)
+    >>> sorted(best)
+    ['a', 'b']
 """
 from __future__ import annotations
 
 import gc
 import math
-import statistics
 import time
 from collections.abc import Callable
 
@@ -25,16 +32,39 @@ import torch
 from seethrough.allocator import keep_freed_memory
 
 
-def median_time(function: Callable[[], object], *, repeats: int = 3, warmup: int = 1) -> float:
-    """Median wall time in seconds over ``repeats`` calls, after ``warmup`` calls."""
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def interleaved_best(functions: dict[str, Callable[[], object]], rounds: int = 7, *,
+                     warmup: int = 0, failures: dict[str, BaseException] | None = None,
+                     ) -> dict[str, float]:
+    """Best (minimum) wall time in seconds of each function over ``rounds`` rounds, each of which
+    calls every function once in turn, after ``warmup`` untimed rounds of the same.
+
+    Interleaving makes a slow spell of the machine hit every variant alike, so the ratios of the
+    results compare timings taken at the same moments. Each round starts one function further
+    along the list, so none of them always runs first (after whatever ran before the rounds).
+    With ``failures`` (a dict), a function that raises is dropped from the later rounds, its
+    exception is stored there under its key and the key is absent from the result; without it
+    the exception propagates.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, not {rounds}")
+    live = dict(functions)
+    best = dict.fromkeys(live, math.inf)
+    for index in range(warmup + rounds):
+        order = list(live.items())
+        shift = index % len(order) if order else 0
+        for key, function in order[shift:] + order[:shift]:
+            start = time.perf_counter()
+            try:
+                function()
+            except Exception as error:  # a failure is a result when asked for
+                if failures is None:
+                    raise
+                failures[key] = error
+                del live[key], best[key]
+                continue
+            if index >= warmup:
+                best[key] = min(best[key], time.perf_counter() - start)
+    return best
 
 
 def _status(field: str) -> int:

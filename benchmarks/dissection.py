@@ -2,15 +2,18 @@
 
 Prints markdown tables: images per second of the forward pass alone, of the whole dissection
 (pass 1: activations + quantile sketch, kept in the cache; pass 2: IoU counts from the cache),
-their ratio, and peak memory (growth of the peak RSS of a fresh process while it dissects) as
+their ratios, and peak memory (growth of the peak RSS of a fresh process while it dissects) as
 the dataset grows. The images are generated before timing, so ConceptWorld's drawing is not counted.
-The forward pass alone runs on the images as given; ``dissect`` feeds the model channels-last
-images (``seethrough.layout``), which is part of why it can cost less than 1x: the column
-"channels-last forward / forward" shows how much of the ratio the layout alone buys. Times are
-the best of 7 interleaved rounds (each round runs every variant once), so that a slow spell of
-the machine hits all variants alike.
 
-    python benchmarks/dissection.py [--quick]
+Each ratio is given against two floors, the model's forward pass alone over the same batches:
+``x plain fwd`` on the images as given, and ``x channels-last fwd`` on the same images
+channels-last, the fastest floor of the model. ``dissect`` feeds the model channels-last images
+(``seethrough.layout``), so a ratio below 1 against the plain floor can hide overhead that the
+channels-last column shows. Times are the best of ``--rounds`` (default 7) interleaved rounds
+(each round runs every variant once, ``common.interleaved_best``), so that a slow spell of the
+machine hits all variants alike.
+
+    python benchmarks/dissection.py [--quick] [--rounds 7] [--images N] [--memory-sizes 100,1500]
 """
 from __future__ import annotations
 
@@ -18,10 +21,12 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import interleaved_best, markdown_table
 
 from seethrough.allocator import keep_freed_memory
 
@@ -55,28 +60,21 @@ def load(name):
         return None
 
 
-def interleaved_best(functions: dict, repeat: int = 7) -> dict:
-    """Best wall time of each function over ``repeat`` rounds that run every function once in
-    turn, so that a slow spell of the machine hits all of them alike (ratios are what count)."""
-    best = dict.fromkeys(functions, float("inf"))
-    for _ in range(repeat):
-        for key, fn in functions.items():
-            start = time.perf_counter()
-            fn()
-            best[key] = min(best[key], time.perf_counter() - start)
-    return best
+#: the floors: the model's forward pass alone on the batches as given and channels-last
+FLOORS = ("plain", "channels-last")
 
 
-def speed(name, images, batch_size=50, repeat=7):
+def speed(name, images, batch_size=50, rounds=7):
+    from seethrough.core.layer_table import layers_by_resolution
+
     from seethrough.data import ConceptWorld
     from seethrough.dissection import dissect
-    from seethrough.dissection.report import default_layers
 
     model = load(name)
     if model is None:
         return None
     layers, size = MODELS[name]
-    layers = layers or default_layers(model)[-3:]
+    layers = layers or layers_by_resolution(model)[-3:]  # as ``seethrough dissect`` picks
     data = Frozen(ConceptWorld("val", length=images, size=size))
     batches = [torch.stack([data[i]["image"] for i in range(s, min(images, s + batch_size))])
                for s in range(0, images, batch_size)]
@@ -87,18 +85,26 @@ def speed(name, images, batch_size=50, repeat=7):
                 model(x)
 
     channels_last = [x.contiguous(memory_format=torch.channels_last) for x in batches]
-    run = lambda **o: dissect(model, layers, data, batch_size=batch_size, progress=False, **o)
+
+    def run(**options):
+        return dissect(model, layers, data, batch_size=batch_size, progress=False, **options)
+
     thresholds = {k: v.thresholds for k, v in run().layers.items()}  # also warms up
+    forward()  # warm-up (oneDNN picks kernels per shape and layout)
+    forward(channels_last)
     best = interleaved_best({
-        "forward": forward, "forward_cl": lambda: forward(channels_last), "total": run, "fp16": lambda: run(cache_dtype=torch.float16),
-        "second": lambda: run(thresholds=thresholds, cache=False)}, repeat)
-    forward_time = best["forward"]
-    return {"model": name, "layers": len(layers), "images": images, "size": size,
-            "forward img/s": images / forward_time, "dissect img/s": images / best["total"],
-            "channels-last forward / forward": best["forward_cl"] / forward_time,
-            "total / forward": best["total"] / forward_time,
-            "fp16 cache / forward": best["fp16"] / forward_time,
-            "IoU pass alone / forward": best["second"] / forward_time}
+        "plain": forward, "channels-last": lambda: forward(channels_last),
+        "dissect": run, "fp16 cache": lambda: run(cache_dtype=torch.float16),
+        "IoU pass alone": lambda: run(thresholds=thresholds, cache=False)}, rounds)
+    row = {"model": name, "layers": len(layers), "images": images, "size": size,
+           "plain fwd img/s": images / best["plain"],
+           "channels-last fwd img/s": images / best["channels-last"],
+           "dissect img/s": images / best["dissect"]}
+    for variant in ("dissect", "fp16 cache", "IoU pass alone"):
+        for floor in FLOORS:
+            label = f"x {floor} fwd" if variant == "dissect" else f"{variant} x {floor} fwd"
+            row[label] = best[variant] / best[floor]
+    return row
 
 
 def peak_memory(name, images):
@@ -111,11 +117,11 @@ def peak_memory(name, images):
         "torch.set_num_threads(2)\n"
         "from seethrough.data import ConceptWorld\n"
         "from seethrough.dissection import dissect\n"
-        "from seethrough.dissection.report import default_layers\n"
+        "from seethrough.core.layer_table import layers_by_resolution\n"
         "from seethrough.models import load_model\n"
         f"layers, size = {MODELS[name]!r}\n"
         f"model = load_model({name!r})\n"
-        "layers = layers or default_layers(model)[-3:]\n"
+        "layers = layers or layers_by_resolution(model)[-3:]\n"
         f"data = ConceptWorld('val', length={images}, size=size)\n"
         "data[0]\n"
         "grown = peak_memory(lambda: dissect(model, layers, data, batch_size=50, progress=False))\n"
@@ -129,38 +135,54 @@ def peak_memory(name, images):
 
 
 def markdown(rows):
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    for row in rows:
-        lines.append("| " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v)
-                                       for v in row.values()) + " |")
-    return "\n".join(lines)
+    return markdown_table(rows, list(rows[0]) if rows else ["model"])
+
+
+def sizes(text: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in text.split(",") if n.strip())
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer images")
+    parser.add_argument("--rounds", type=int, default=7,
+                        help="interleaved rounds; each variant's best round counts")
+    parser.add_argument("--images", type=int,
+                        help="images timed per model (default 400, --quick 100)")
+    parser.add_argument("--memory-sizes", type=sizes,
+                        help="comma-separated dataset sizes for the peak-memory table "
+                             "(default 100,1500,4500, --quick 100,1500; '' skips it)")
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help=f"comma-separated subset of {', '.join(MODELS)}")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    models = [name.strip() for name in args.models.split(",") if name.strip()]
+    if unknown := [name for name in models if name not in MODELS]:
+        parser.error(f"unknown model {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     torch.set_num_threads(2)
     keep_freed_memory()
-    n = 100 if args.quick else 400
-    rows = [r for r in (speed(name, n) for name in MODELS) if r]
-    print("## Dissection speed (2 CPU threads)\n")
+    n = args.images or (100 if args.quick else 400)
+    rows = [r for r in (speed(name, n, rounds=args.rounds) for name in models) if r]
+    print(f"## Dissection speed (2 CPU threads, best of {args.rounds} interleaved rounds)\n")
     print(markdown(rows))
-    sizes = (100, 1500) if args.quick else (100, 1500, 4500)
+    memory_sizes = args.memory_sizes
+    if memory_sizes is None:
+        memory_sizes = (100, 1500) if args.quick else (100, 1500, 4500)
     memory = []
-    for name in MODELS:
+    for name in models if memory_sizes else ():
         if load(name) is None:
             continue
         row = {"model": name}
-        for size in sizes:
+        for size in memory_sizes:
             row[f"peak MiB @ {size} images"] = peak_memory(name, size)
         memory.append(row)
-    print("\n## Peak memory as the dataset grows\n")
-    print("dissect keeps activations in memory up to cache_memory (256 MiB), then on disk, so the "
-          "peak grows until the cache reaches that budget and is flat after.\n")
-    print(markdown(memory))
+    if memory:
+        print("\n## Peak memory as the dataset grows\n")
+        print("dissect keeps activations in memory up to cache_memory (256 MiB), then on disk, so "
+              "the peak grows until the cache reaches that budget and is flat after.\n")
+        print(markdown(memory))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"speed": rows, "memory": memory}, f, indent=1)

@@ -21,6 +21,8 @@ _EXPORTS = {
     "relu_backward": "seethrough.relu_rules",
     "layers": "seethrough.core.layer_table",
     "load_model": "seethrough.models",
+    "list_models": "seethrough.models",
+    "register_model": "seethrough.models",
     "ablate": "seethrough.edits",
     "scale": "seethrough.edits",
     "replace": "seethrough.edits",

@@ -1,8 +1,12 @@
 """Write files atomically: a reader sees the old file or the new one, never half of one.
 
 Example:
-    >>> with atomic_path("/tmp/out.txt") as temporary:
-    ...     _ = temporary.write_text("done")
+    >>> import tempfile, pathlib
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     with atomic_path(pathlib.Path(folder) / "out.txt") as temporary:
+    ...         _ = temporary.write_text("done")
+    ...     (pathlib.Path(folder) / "out.txt").read_text()
+    'done'
 """
 from __future__ import annotations
 

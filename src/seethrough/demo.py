@@ -1,10 +1,14 @@
-"""The main job: one report from the two defaults (ImageNet MobileNetV2 on real photos, and
-ConceptNet on ConceptWorld with ground truth). Each capability adds one section function.
+"""The main job: one report from the two defaults, as a list of sections over subjects.
 
-A section function takes the ``DemoContext`` and returns a ``Section``. Finished sections are
-cached in ``OUT/.sections/`` so an interrupted run resumes where it stopped (``resume=True``).
-A cached section is reused only if it was made by the same seethrough code and weights
-(``code_fingerprint``); after an upgrade or an edit it is made again.
+A subject is a model with the data it is looked at on: ImageNet MobileNetV2 on real photos,
+and ConceptNet (and its shortcut-taking twin, the cheater) on ConceptWorld, with ground truth.
+Every section is a family's ``section(model, data, options)``, the same function that
+``seethrough report`` runs on a user's model: nothing below this file names a model or a
+layer. A family's part of the report shows each subject under its own heading.
+
+Finished sections are cached in ``OUT/.sections/`` so an interrupted run resumes where it
+stopped (``resume=True``). A cached section is reused only if it was made by the same
+seethrough code and weights (``code_fingerprint``); after an upgrade or an edit it is made again.
 
 Example:
     >>> path = run_demo("report-out", sections=["models"])   # doctest: +SKIP
@@ -12,47 +16,30 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from seethrough.atomic import write_text_atomic
-from seethrough.errors import InputError
-from seethrough.report import Section, write_report
+import torch
 
-#: key -> "module:function"; the order of the report
-SECTIONS = {
-    "models": "seethrough.report.basics:models_section",
-    "predictions": "seethrough.report.basics:predictions_section",
-    "layers": "seethrough.report.basics:layers_section",
-    "filters": "seethrough.report.basics:filters_section",
-    "conceptworld": "seethrough.report.basics:conceptworld_section",
-    "attribution": "seethrough.attribution.report:section",
-    "featureviz": "seethrough.featureviz.report:section",
-    "dissection": "seethrough.dissection.report:dissection_section",
-}
+from seethrough.atomic import write_text_atomic
+from seethrough.core import Registry
+from seethrough.report import Section, SectionData, SectionOptions, write_report
 
 
 @dataclass
-class DemoContext:
-    """What the sections share, loaded once and only when a section asks."""
+class Defaults:
+    """The demo's models and data, each loaded once and only when a section asks."""
 
-    out_dir: Path
     quick: bool = False
 
     @cached_property
-    def imagenet_model(self):
+    def mobilenet(self):
         from seethrough.models import load_model
 
         return load_model("mobilenet_v2")
-
-    @cached_property
-    def photos(self):
-        from seethrough.data.photos import sample_photos
-
-        return sample_photos(size=224)
 
     @cached_property
     def conceptnet(self):
@@ -66,11 +53,120 @@ class DemoContext:
 
         return load_model("conceptnet_cheater")
 
-    def conceptworld(self, split: str = "val", length: int = 500, bias: float = 0.0):
+    def world(self, length: int, *, size: int = 64, bias: float = 0.0):
         from seethrough.data import ConceptWorld
 
-        size = self.conceptnet.input_size[-1]
-        return ConceptWorld(split=split, length=length, size=size, bias=bias)
+        return ConceptWorld(split="val", length=length, size=size, bias=bias)
+
+    def photos(self, family: str) -> SectionData:
+        from seethrough.data.photos import sample_photos
+
+        images, names = sample_photos(size=224)
+        if self.quick and family == "attribution":
+            images, names = images[:2], names[:2]
+        textures, _ = sample_photos(["brick", "grass", "gravel"], size=224)
+        concepts = self.world(60 if self.quick else 200, size=112) if family == "dissection" else None
+        extra = {"textures": textures[[0, 2]]}
+        if family == "featureviz":  # more images for the crops: textures and mirror images
+            images = torch.cat([images, textures, images.flip(-1)])
+            names = [*names, "brick", "grass", "gravel", *(f"{n}, mirrored" for n in names)]
+        return SectionData(images, names, concepts=concepts, extra=extra)
+
+    def conceptworld(self, family: str, *, bias: float = 0.0) -> SectionData:
+        count = {"attribution": 16 if self.quick else 32, "shortcut": 16 if self.quick else 32,
+                 "featureviz": 64 if self.quick else 200}.get(family, 8)
+        batch = self.world(count, bias=bias).batch()
+        concepts = {"dissection": lambda: self.world(120 if self.quick else 400),
+                    "featureviz": lambda: self.world(count)}.get(
+            family, lambda: self.world(16, bias=bias))()
+        names = [self.conceptnet.class_names[int(c)] for c in batch["label"]]
+        return SectionData(batch["image"], names, labels=batch["label"], masks=batch["object_mask"],
+                           concepts=concepts, extra={"cue_masks": batch["cue_mask"]})
+
+
+@dataclass(frozen=True)
+class Part:
+    """One subject of a family's section: a heading, its model and its data."""
+
+    heading: str
+    model: Callable[[Defaults], torch.nn.Module]
+    data: Callable[[Defaults, str], SectionData]
+
+
+PHOTOS = Part("MobileNetV2 (ImageNet) on photos", lambda d: d.mobilenet, lambda d, f: d.photos(f))
+WORLD = Part("ConceptNet on ConceptWorld", lambda d: d.conceptnet,
+             lambda d, f: d.conceptworld(f))
+CHEATER = Part("ConceptNet cheater on the biased world", lambda d: d.cheater,
+               lambda d, f: d.conceptworld(f, bias=1.0))
+
+
+def _family(function: str) -> Callable:
+    module, name = function.split(":")
+    return getattr(__import__(module, fromlist=[name]), name)
+
+
+def _featureviz(model, data, options):
+    from seethrough.dissection import dissect
+    from seethrough.dissection.section import unit_labels
+    from seethrough.featureviz.section import section
+
+    labels = None
+    if data.concepts is not None and data.images.shape[-1] < 96:  # ConceptWorld-sized models
+        def labels(layer):
+            return unit_labels(dissect(model, [layer], data.concepts, cache=False), layer)
+    return section(model, data, options, unit_labels=labels)
+
+
+def _shortcut(defaults: Defaults, options: SectionOptions) -> Section:
+    from seethrough.evaluation.section import shortcut_section
+
+    data = defaults.conceptworld("shortcut", bias=1.0)
+    models = {"honest": defaults.conceptnet, "cheater": defaults.cheater}
+    return shortcut_section(models, data, options)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A section of the demo: its title, the family function, the subjects it runs over."""
+
+    title: str
+    function: Callable
+    parts: tuple[Part, ...]
+    then: Callable[[Defaults, SectionOptions], Section] | None = None
+
+
+#: key -> entry; the order of the report
+SECTIONS: Registry[Entry] = Registry("report section", {
+    "models": Entry("Models", _family("seethrough.report.basics:model_section"),
+                    (PHOTOS, WORLD, CHEATER)),
+    "predictions": Entry("Predictions", _family("seethrough.report.basics:predictions_section"),
+                         (PHOTOS, WORLD)),
+    "layers": Entry("Layers", _family("seethrough.report.basics:layers_section"), (WORLD, PHOTOS)),
+    "filters": Entry("First-layer filters", _family("seethrough.report.basics:filters_section"),
+                     (PHOTOS, WORLD)),
+    "conceptworld": Entry("ConceptWorld", _family("seethrough.report.basics:concepts_section"),
+                          (WORLD, CHEATER)),
+    "attribution": Entry("Attribution", _family("seethrough.evaluation.section:section"),
+                         (PHOTOS, WORLD), then=_shortcut),
+    "featureviz": Entry("Feature visualization", _featureviz, (WORLD, PHOTOS)),
+    "dissection": Entry("Network Dissection", _family("seethrough.dissection.section:section"),
+                        (WORLD, PHOTOS)),
+})
+
+
+def build_section(key: str, defaults: Defaults, options: SectionOptions) -> Section:
+    """One entry of ``SECTIONS``: its family's section for every subject, under headings."""
+    entry = SECTIONS.get(key)
+    body, notes = [], []
+    for part in entry.parts:
+        made = entry.function(part.model(defaults), part.data(defaults, key), options)
+        body.append(f"<h3>{part.heading}</h3>{made.body}")
+        notes += [f"{part.heading}: {note}" for note in made.notes]
+    if entry.then is not None:
+        extra = entry.then(defaults, options)
+        body.append(f"<h3>{extra.title}</h3>{extra.body}")
+        notes += extra.notes
+    return Section(entry.title, "\n".join(body), notes=notes)
 
 
 def code_fingerprint() -> str:
@@ -84,36 +180,28 @@ def code_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-def section_function(key: str):
-    if key not in SECTIONS:
-        raise InputError(f"unknown report section {key!r}; choose from {', '.join(SECTIONS)}")
-    module, function = SECTIONS[key].split(":")
-    return getattr(importlib.import_module(module), function)
-
-
 def run_demo(out_dir: str | Path = "seethrough-report", *, sections: list[str] | None = None,
-             quick: bool = False, resume: bool = True, progress: bool = True) -> Path:
+             quick: bool = False, resume: bool = True, progress: bool | None = None) -> Path:
     """Build every section (or the chosen ones) and write ``OUT/report.html``; return its path."""
-    from tqdm.auto import tqdm
+    from seethrough.core.progress import progress_bar
 
     out_dir = Path(out_dir)
     cache = out_dir / ".sections"
     cache.mkdir(parents=True, exist_ok=True)
-    keys = list(sections or SECTIONS)
-    functions = {key: section_function(key) for key in keys}
-    context = DemoContext(out_dir=out_dir, quick=quick)
+    keys = list(sections or SECTIONS.names())
+    for key in keys:
+        SECTIONS.get(key)  # unknown names fail before any work
+    defaults, options = Defaults(quick=quick), SectionOptions(quick=quick)
     code = code_fingerprint()
     built = []
-    bar = tqdm(keys, desc="report", unit="section", disable=not progress)
-    for key in bar:
-        bar.set_postfix_str(key)
+    for key in progress_bar(keys, "report", unit="section", progress=progress):
         cached = cache / f"{key}{'-quick' if quick else ''}.json"
         if resume and cached.is_file():
             saved = json.loads(cached.read_text())
             if saved.pop("code", None) == code:
                 built.append(Section(**saved))
                 continue
-        section = functions[key](context)
+        section = build_section(key, defaults, options)
         write_text_atomic(cached, json.dumps({**section.__dict__, "code": code}))
         built.append(section)
     return write_report(out_dir / "report.html", "seethrough report", built)

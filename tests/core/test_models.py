@@ -5,10 +5,12 @@ import pytest
 import torch
 from torch import nn
 
+import seethrough
 from seethrough.data.photos import sample_photos
-from seethrough.errors import ModelNotFoundError, WeightsError
-from seethrough.models import ImageModel, load_model
+from seethrough.errors import InputError, ModelNotFoundError, WeightsError
+from seethrough.models import MODELS, ImageModel, list_models, load_model, register_model
 from seethrough.models.imagenet import MOBILENET_V2_SHA256, ensure_mobilenet_v2_checkpoint, sha256
+from seethrough.models.normalize import IMAGENET_MEAN, IMAGENET_STD
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +90,7 @@ def test_unknown_names_suggest_close_ones():
 
 def test_any_module_is_wrapped_not_changed():
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
-    model = load_model(net, mean=(0.5,) * 3, std=(0.5,) * 3, input_size=(3, 8, 8))
+    model = load_model(net, normalize=((0.5,) * 3, (0.5,) * 3), input_size=(3, 8, 8))
     assert model.net is net and model.input_size == (3, 8, 8)
     x = torch.rand(1, 3, 8, 8)
     torch.testing.assert_close(model(x), net((x - 0.5) / 0.5))
@@ -99,3 +101,107 @@ def test_bundled_conceptnet_carries_its_preprocessing():
     assert not model.training and model.class_names and len(model.input_size) == 3
     first = next(iter(model.children()))
     assert type(first).__name__ == "Normalize"
+
+
+def _conv_bn():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    net.train()
+    with torch.no_grad():  # batch statistics that differ from the identity
+        net[1].running_mean.uniform_(-1, 1)
+        net[1].running_var.uniform_(0.5, 2)
+    return net
+
+
+def test_a_module_of_yours_is_in_eval_mode_without_imagenet_normalization():
+    """Regression: load_model(module) kept train mode and put ImageNet normalization in front."""
+    net = _conv_bn()
+    assert net.training
+    model = load_model(net)
+    assert not model.training and not net.training  # the wrapper's eval() reaches your module
+    assert model.net is net
+    assert not isinstance(model.normalize, seethrough.models.Normalize)
+    assert model.card["normalize"] == "none"
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), net(x))
+
+
+def test_normalize_imagenet_matches_manual_normalization():
+    net = _conv_bn()
+    model = load_model(net, normalize="imagenet")
+    assert not model.training and model.card["normalize"] == "imagenet"
+    x = torch.rand(2, 3, 16, 16)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), net((x - mean) / std))
+
+
+def test_normalize_mean_std_pair():
+    net = _conv_bn()
+    model = load_model(net, normalize=([0.2, 0.3, 0.4], [0.5, 0.6, 0.7]))
+    assert model.card["normalize"] == {"mean": [0.2, 0.3, 0.4], "std": [0.5, 0.6, 0.7]}
+    x = torch.rand(2, 3, 16, 16)
+    mean = torch.tensor([0.2, 0.3, 0.4]).view(1, 3, 1, 1)
+    std = torch.tensor([0.5, 0.6, 0.7]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), net((x - mean) / std))
+
+
+@pytest.mark.parametrize("bad", ["imagnet", 0.5, ((0.5,) * 3,), ((0.5,) * 3, (0.0,) * 3),
+                                 ((0.5,) * 2, (0.5,) * 2), ((0.5,) * 3, (0.5,) * 2)])
+def test_a_bad_normalize_is_one_clear_error(bad):
+    with pytest.raises(InputError, match="normalize") as caught:
+        load_model(_conv_bn(), normalize=bad)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(InputError, match="normalize"):
+        load_model("torchvision:resnet18", num_classes=2, normalize=bad)
+
+
+def test_a_loaded_model_stays_as_it_is_but_in_eval_mode():
+    model = load_model("torchvision:resnet18", num_classes=3)
+    model.train()
+    assert load_model(model) is model and not model.training
+    net = _conv_bn()
+    net.input_size = (3, 16, 16)  # already prepared by its owner
+    assert load_model(net) is net and not net.training
+    with pytest.raises(InputError, match="own normalization"):
+        load_model(model, normalize="imagenet")
+    with pytest.raises(InputError, match="own normalization"):
+        load_model("conceptnet", normalize="imagenet")
+
+
+def test_torchvision_normalization_can_be_chosen():
+    assert load_model("torchvision:resnet18", num_classes=2).card["normalize"] == "imagenet"
+    model = load_model("torchvision:resnet18", num_classes=2, normalize=None)
+    assert model.card["normalize"] == "none" and not model.training
+
+
+def test_list_models_has_every_group():
+    names = list_models()
+    assert {"conceptnet", "conceptnet_cheater", "mobilenet_v2", "efficientnet_lite0",
+            "torchvision:resnet18"} <= set(names)
+    assert names.index("mobilenet_v2") < names.index("torchvision:resnet18")
+    assert seethrough.list_models() == names
+
+
+def test_register_model_loads_by_name_and_refuses_a_taken_name():
+    name = "test_models_tiny"
+    register_model(name, _conv_bn)
+    try:
+        assert name in list_models()
+        assert list_models().index(name) < list_models().index("torchvision:alexnet")
+        model = seethrough.load_model(name, normalize="imagenet", input_size=(3, 16, 16))
+        assert isinstance(model, ImageModel) and not model.training
+        assert model.card == {"name": name, "normalize": "imagenet"}
+        assert load_model(name).card["normalize"] == "none"
+        with pytest.raises(InputError, match="already registered"):
+            seethrough.register_model(name, _conv_bn)
+        with pytest.raises(InputError, match="already registered"):
+            register_model("conceptnet", _conv_bn)
+        with pytest.raises(ModelNotFoundError, match=name):
+            load_model("test_models_tiny_")
+    finally:
+        MODELS.unregister(name)
+    assert name not in list_models()

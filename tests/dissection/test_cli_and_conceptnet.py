@@ -16,7 +16,7 @@ def test_cli_runs_an_experiment_and_draws_it(tmp_path, capsys):
                  "--size", "64", "--batch-size", "16", "--experiment", "pca",
                  "--out", str(out)])
     assert code == 0
-    for name in ("units.csv", "detectors.csv", "detectors.png", "pca.png", "dissection.pt"):
+    for name in ("units.csv", "detectors.csv", "detectors.png", "pca.png", "dissection/result.json"):
         assert (out / name).is_file(), name
     assert "colour" in capsys.readouterr().out
 

@@ -119,7 +119,7 @@ def test_interrupt_and_resume(model, full, tmp_path, cache, interrupt_at):
         dissect(model, ["4", "7"], data, batch_size=8, checkpoint=path, checkpoint_every=1,
                 cache=cache, progress=False)
     saved = torch.load(path, weights_only=False)
-    assert saved["next_batch"] >= 1 or saved["phase"] == 2  # work kept
+    assert saved["next_batch"] >= 1 or saved["done"]  # work kept (pass 1 done: pass 2 under way)
     calls_before = data.calls
     resumed = dissect(model, ["4", "7"], data, batch_size=8, checkpoint=path, cache=cache,
                       progress=False)
@@ -154,7 +154,7 @@ def test_cache_spilled_to_disk_gives_the_same_result(model, full, cache_memory):
 
 
 def test_save_and_load(full, tmp_path):
-    loaded = Dissection.load(full.save(tmp_path / "d.pt"))
+    loaded = Dissection.load(full.save(tmp_path / "d"))
     assert loaded.to_frame().equals(full.to_frame())
 
 
@@ -218,5 +218,6 @@ def test_interrupt_between_checkpoints_keeps_every_finished_batch(model, tmp_pat
     assert saved["next_batch"] == (7 if where == "loading" else 6)
     acts = layer_activations(model, ["4", "7"], WORLD[0]["image"][None])
     for name, a in acts.items():  # every layer holds exactly the batches before next_batch
-        assert saved["sketch"][name]["total"] == saved["next_batch"] * 4 * a[0, 0].numel()
+        sketch = saved["stats"][f"sketch/{name}"]["state"]
+        assert sketch["total"] == saved["next_batch"] * 4 * a[0, 0].numel()
     same(reference, dissect(model, ["4", "7"], data, checkpoint=path, **options))

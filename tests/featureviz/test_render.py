@@ -5,7 +5,7 @@ from torch import nn
 
 from seethrough.errors import InputError
 from seethrough.featureviz import objectives as obj
-from seethrough.featureviz.render import Probe, Renderer, redirected_rule, render_step, visualize
+from seethrough.featureviz.render import Probe, Renderer, redirected_rule, visualize
 from seethrough.relu_rules import relu_backward
 from seethrough.trace import capture
 from tests.conftest import ARCHITECTURES, LAST_CONV, small_vit
@@ -59,7 +59,7 @@ def test_step_api_matches_visualize(net):
     objective = obj.channel("2", [2, 3])
     with Renderer(net, objective, size=20, seed=4) as renderer:
         for _ in range(4):
-            render_step(renderer)
+            renderer.step()
     result = visualize(net, objective, size=20, seed=4, steps=4)
     assert torch.equal(renderer.images(), result.images)
 
@@ -121,7 +121,7 @@ def test_rendered_channel_beats_noise_on_a_random_model():
 
 def test_conceptnet_channel_beats_every_validation_image():
     from seethrough.data import ConceptWorld
-    from seethrough.featureviz.report import most_active_channels
+    from seethrough.featureviz.figures import most_active_channels
     from seethrough.featureviz.synthesis import stage_layers
     from seethrough.models import load_model
 

@@ -29,11 +29,12 @@ from seethrough.core import Target, TargetSpec, check_images, layer_gradients, r
 from seethrough.core.batching import chunks
 from seethrough.core.progress import progress_bar
 from seethrough.errors import InputError
+from seethrough.results import Result
 from seethrough.trace import Trace, resolve_layer
 
 
 @dataclass
-class ChannelScores:
+class ChannelScores(Result):
     """Per-image, per-channel scores ``(N, C)`` at ``layer`` for the classes ``target``."""
 
     scores: torch.Tensor
@@ -58,6 +59,30 @@ class ChannelScores:
         frame = frame.sort_values("mean_score", ascending=False, ignore_index=True)
         frame.insert(0, "rank", range(1, len(frame) + 1))
         return frame
+
+    def plot(self):
+        """Bar chart of the mean score of the 20 highest-scoring channels."""
+        from seethrough.results import bar_figure
+
+        top = self.to_frame().head(20)
+        return bar_figure([str(c) for c in top.channel], top.mean_score.tolist(),
+                          ylabel="mean score", title=f"{self.layer}: top channels ({self.method})")
+
+    def _title(self) -> str:
+        return f"ChannelScores: {self.method} at {self.layer}"
+
+    def _settings(self) -> dict:
+        return {"layer": self.layer, "method": self.method}
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {"scores": self.scores}
+        if self.target is not None:
+            tensors["target"] = self.target
+        return tensors
+
+    @classmethod
+    def _from_saved(cls, settings: dict, tensors: dict[str, torch.Tensor]) -> ChannelScores:
+        return cls(tensors["scores"], settings["layer"], tensors.get("target"), settings["method"])
 
 
 def _check_channels(output: torch.Tensor, layer: str) -> None:

@@ -14,10 +14,11 @@ import torch
 
 from seethrough.core.targets import Target
 from seethrough.errors import InputError
+from seethrough.results import Result
 
 
 @dataclass
-class Attribution:
+class Attribution(Result):
     """Maps of where the evidence for a target is, one per image.
 
     Attributes:
@@ -67,3 +68,45 @@ class Attribution:
     def to_numpy(self):
         """The maps as a float numpy array of shape ``(N, H, W)`` (on the CPU)."""
         return self.maps.detach().squeeze(1).cpu().numpy()
+
+    def to_frame(self):
+        """One row per image: ``image``, ``target`` (when known), ``method``, map statistics."""
+        import pandas as pd
+
+        flat = self.maps.detach().float().flatten(1).cpu()
+        frame = pd.DataFrame({"image": range(len(flat))})
+        if self.target is not None:
+            frame["target"] = self.target.detach().cpu().flatten().tolist()
+        frame["method"] = self.method
+        frame["min"] = flat.amin(1).tolist() if flat.shape[1] else float("nan")
+        frame["max"] = flat.amax(1).tolist() if flat.shape[1] else float("nan")
+        frame["mean"] = flat.mean(1).tolist()
+        frame["mean_abs"] = flat.abs().mean(1).tolist()
+        return frame
+
+    def plot(self):
+        """The maps as heatmaps (scaled by their largest absolute value), at most 8 images."""
+        from seethrough.results import image_row_figure
+
+        maps = self.normalized("max_abs")[:8].squeeze(1).cpu().float().numpy()
+        targets = self.target.flatten().tolist() if self.target is not None else [None] * len(maps)
+        titles = [f"image {i}" + (f", class {t}" if t is not None else "")
+                  for i, t in zip(range(len(maps)), targets)]
+        return image_row_figure(list(maps), titles, cmap="bwr", vmin=-1, vmax=1)
+
+    # -- the Result protocol: ``goal`` (may hold a callable) is not saved, it loads as None ----
+    def _settings(self) -> dict:
+        return {"method": self.method, "options": self.options}
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {"maps": self.maps}
+        if self.raw is not None:
+            tensors["raw"] = self.raw
+        if self.target is not None:
+            tensors["target"] = self.target
+        return tensors
+
+    @classmethod
+    def _from_saved(cls, settings: dict, tensors: dict[str, torch.Tensor]) -> Attribution:
+        return cls(tensors["maps"], tensors.get("raw"), settings.get("method", ""),
+                   tensors.get("target"), dict(settings.get("options", {})))

@@ -66,14 +66,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from seethrough.atomic import save_figure_atomic, write_text_atomic
-    from seethrough.attribution.report import (
-        method_names,
-        methods_figure,
-        report_options,
-        run_methods,
-        score_methods,
-    )
+    from seethrough.attribution.compare import method_names, report_options, run_methods
+    from seethrough.attribution.figures import methods_figure
     from seethrough.errors import InputError
+    from seethrough.evaluation.ranking import score_methods
     from seethrough.models import load_model
 
     methods = method_names(args.methods)

@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="Network Dissection: which concept each unit detects, and experiments that test it",
         description="Dissect the layers of MODEL on ConceptWorld (or a Broden-format folder): "
         "per unit the best concept and its IoU (Bau et al. 2017). Writes units.csv, "
-        "detectors.csv, dissection.pt and figures to --out; --experiment adds one experiment.",
+        "detectors.csv, the saved result (dissection/, read back with Dissection.load) and "
+        "figures to --out; --experiment adds one experiment.",
     )
     parser.add_argument("model", help="model name, e.g. conceptnet, mobilenet_v2, torchvision:ARCH")
     parser.add_argument("--layers", nargs="+", help="layer names (default: one per resolution)")
@@ -50,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from seethrough.atomic import write_text_atomic
-    from seethrough.dissection import dissect, experiments
-    from seethrough.dissection import report as figures
+    from seethrough.core.layer_table import layers_by_resolution
+    from seethrough.dissection import dissect, experiments, figures
     from seethrough.errors import InputError
     from seethrough.models import load_model
 
@@ -62,11 +63,11 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.images < 1:
         raise InputError("--batch-size and --images must be positive")
     image_shape = tuple(data[0]["image"].shape)
-    layers = args.layers or figures.default_layers(model, image_shape)[-3:]
+    layers = args.layers or layers_by_resolution(model, image_shape)[-3:]
     options = {"quantile": args.quantile, "iou_threshold": args.iou_threshold,
                "upsample": args.upsample, "union": args.union, "batch_size": args.batch_size}
     result = dissect(model, layers, data, checkpoint=args.checkpoint, **options)
-    result.save(out / "dissection.pt")
+    result.save(out / "dissection")
     write_text_atomic(out / "units.csv", result.to_frame().to_csv(index=False))
     counts = result.unique_detectors()
     write_text_atomic(out / "detectors.csv", counts.to_csv(index=False))

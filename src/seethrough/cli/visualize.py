@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from seethrough.errors import InputError
-    from seethrough.featureviz.report import save_png
+    from seethrough.featureviz.figures import save_png
     from seethrough.models import load_model
 
     if args.steps < 1:

@@ -16,22 +16,29 @@ Example:
 """
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seethrough.dissection.experiments import cached_activations, dissect_cached
+from seethrough.data.concepts import categories_of, unwrap
 from seethrough.dissection.labels import Vocabulary, collate
+from seethrough.dissection.run import dissect, unit_maps
 from seethrough.dissection.upsample import bilinear_matrix, upsample
 from seethrough.errors import InputError
+from seethrough.results import Result
+from seethrough.tally import ActivationCache, tally
+from seethrough.tally.stats import Moments
+from seethrough.trace import resolve_layer
 
 MODES = ("segmentation", "classification")
 
 
 @dataclass
-class Net2VecResult:
+class Net2VecResult(Result):
     """Per concept: learned weights, and the score of the combination vs the best single unit."""
 
     layer: str
@@ -53,11 +60,46 @@ class Net2VecResult:
             "gain": (self.score - self.single_unit_score).numpy(),
         })
 
+    def plot(self):
+        """Per concept the Net2Vec score beside the best single unit's (grouped bars)."""
+        import numpy as np
+        from matplotlib.figure import Figure
 
-def _batches(cache, vocabulary, batch_size):
-    for start in range(0, len(cache), batch_size):
-        samples = [cache[i] for i in range(start, min(len(cache), start + batch_size))]
-        yield collate(samples, vocabulary)
+        positions = np.arange(len(self.concepts))
+        fig = Figure(figsize=(min(12.0, 2.0 + 0.5 * len(self.concepts)), 3.2))
+        ax = fig.add_subplot()
+        ax.bar(positions - 0.2, self.score.cpu().numpy(), 0.4, label="net2vec", color="#d62728")
+        ax.bar(positions + 0.2, self.single_unit_score.cpu().numpy(), 0.4, label="best unit",
+               color="#7f7f7f")
+        ax.set_xticks(positions, self.concepts, rotation=45, ha="right", fontsize=7)
+        ax.set_ylabel("IoU" if self.mode == "segmentation" else "average precision")
+        ax.set_title(f"Net2Vec ({self.mode}) at {self.layer}", fontsize=10)
+        ax.legend(fontsize=7, frameon=False)
+        fig.tight_layout()
+        return fig
+
+    def _title(self) -> str:
+        return f"Net2Vec ({self.mode}) at {self.layer}"
+
+    def _settings(self) -> dict:
+        return {"layer": self.layer, "mode": self.mode, "concepts": self.concepts,
+                "categories": self.categories}
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {"weights": self.weights, "bias": self.bias, "score": self.score,
+                "single_unit_score": self.single_unit_score, "best_unit": self.best_unit}
+
+    @classmethod
+    def _from_saved(cls, settings: dict, tensors: dict[str, torch.Tensor]) -> Net2VecResult:
+        return cls(settings["layer"], settings["mode"], list(settings["concepts"]),
+                   list(settings["categories"]), tensors["weights"], tensors["bias"],
+                   tensors["score"], tensors["single_unit_score"], tensors["best_unit"])
+
+
+def _batches(cache: ActivationCache, layer: str):
+    """``(activations (N, K, h, w), labels)`` of every cached batch."""
+    for acts, _, labels in cache:
+        yield unit_maps(acts)[layer], labels
 
 
 def _targets(labels, concepts: torch.Tensor, mode: str) -> torch.Tensor:
@@ -71,30 +113,47 @@ def _targets(labels, concepts: torch.Tensor, mode: str) -> torch.Tensor:
 
 def net2vec(model: nn.Module, layer: str, train, val, *, mode: str = "segmentation",
             concepts: list[str] | None = None, epochs: int = 15, lr: float = 0.05,
-            batch_size: int = 32, quantile: float = 0.005, seed: int = 0) -> Net2VecResult:
-    """Learn one channel combination per concept on ``train``; compare on ``val`` (see module)."""
+            batch_size: int = 32, quantile: float = 0.005, seed: int = 0,
+            progress: bool | None = None) -> Net2VecResult:
+    """Learn one channel combination per concept on ``train``; compare on ``val`` (see module).
+
+    The model runs once over each dataset (``seethrough.tally``, activations kept in an
+    ``ActivationCache``); training epochs, the single-unit dissection and the scores read the
+    cache."""
     if mode not in MODES:
         raise InputError(f"mode must be one of {MODES}, not {mode!r}")
-    vocabulary = Vocabulary(train.categories)
-    train_cache = cached_activations(model, layer, train, batch_size=batch_size)
-    val_cache = cached_activations(model, layer, val, batch_size=batch_size)
-    pixel_categories = list(train[0].get("masks", {}))
+    name, _ = resolve_layer(model, layer)
+    vocabulary = Vocabulary(categories_of(train))
+    with closing(ActivationCache()) as train_cache, closing(ActivationCache()) as val_cache:
+        return _net2vec(model, name, train, val, vocabulary, train_cache, val_cache, mode=mode,
+                        concepts=concepts, epochs=epochs, lr=lr, batch_size=batch_size,
+                        quantile=quantile, seed=seed, progress=progress)
+
+
+def _net2vec(model, layer, train, val, vocabulary, train_cache, val_cache, *, mode, concepts,
+             epochs, lr, batch_size, quantile, seed, progress) -> Net2VecResult:
+    passes = {"batch_size": batch_size, "collate": partial(collate, vocabulary=vocabulary),
+              "progress": progress}
+    moments = Moments(layer)  # standardize units with training statistics
+    tally(model, [layer], train, {"moments": moments}, cache=train_cache,
+          activations=unit_maps, desc="net2vec: train activations", **passes)
+    tally(model, [layer], val, {}, cache=val_cache, desc="net2vec: val activations", **passes)
+    pixel_categories = list(unwrap(train)[0].get("masks", {}))
     wanted = [i for i in range(1, len(vocabulary))
               if (mode == "classification" or vocabulary.category_name(i) in pixel_categories)
               and (concepts is None or vocabulary.names[i] in concepts)]
     if not wanted:
         raise InputError(f"no concepts to learn for mode {mode!r} (asked for {concepts})")
     index = torch.tensor(wanted)
-    units = train_cache[0]["image"].shape[0]
+    units = len(moments.mean)
     torch.manual_seed(seed)
     weights = torch.zeros(len(wanted), units, requires_grad=True)
     bias = torch.zeros(len(wanted), requires_grad=True)
-    # standardize units with training statistics (makes one learning rate fit every layer)
-    stacked = torch.stack([cache["image"] for cache in train_cache.items])
-    mean, std = stacked.mean((0, 2, 3)), stacked.std((0, 2, 3)).clamp_min(1e-6)
+    # standardized units make one learning rate fit every layer
+    mean, std = moments.mean.float(), moments.std.float().clamp_min(1e-6)
     positives = torch.zeros(len(wanted))
     total = 0.0
-    for _, labels in _batches(train_cache, vocabulary, batch_size):
+    for _, labels in _batches(train_cache, layer):
         target = _targets(labels, index, mode)
         positives += target.transpose(0, 1).reshape(len(wanted), -1).sum(1)
         total += target[:, 0].numel()
@@ -113,7 +172,7 @@ def net2vec(model: nn.Module, layer: str, train, val, *, mode: str = "segmentati
         return upsample(logits, *matrices[size])  # linear: upsampling commutes with w . a
 
     for _ in range(epochs):
-        for images, labels in _batches(train_cache, vocabulary, batch_size):
+        for images, labels in _batches(train_cache, layer):
             target = _targets(labels, index, mode)
             logits = predict(images, labels.size)
             shape = (1, -1) + (1,) * (target.ndim - 2)
@@ -126,22 +185,22 @@ def net2vec(model: nn.Module, layer: str, train, val, *, mode: str = "segmentati
     with torch.no_grad():
         if mode == "segmentation":
             inter, union = torch.zeros(len(wanted)), torch.zeros(len(wanted))
-            for images, labels in _batches(val_cache, vocabulary, batch_size):
+            for images, labels in _batches(val_cache, layer):
                 target = _targets(labels, index, mode).bool()
                 mask = predict(images, labels.size) > 0
                 inter += (mask & target).sum((0, 2, 3)).float()
                 union += (mask | target).sum((0, 2, 3)).float()
             score = torch.where(union > 0, inter / union.clamp_min(1), torch.zeros_like(union))
-            units_train = dissect_cached(train_cache, quantile=quantile, batch_size=batch_size,
-                                         progress=False)
-            best = units_train.iou("units")[:, index].argmax(0)
-            thresholds = {"units": units_train.layers["units"].thresholds}
-            units_val = dissect_cached(val_cache, quantile=quantile, thresholds=thresholds,
-                                       batch_size=batch_size, progress=False)
-            single = units_val.iou("units")[best, index].float()
+            units_train = dissect(model, [layer], train, quantile=quantile, cache=train_cache,
+                                  batch_size=batch_size, progress=progress)
+            best = units_train.iou(layer)[:, index].argmax(0)
+            thresholds = {layer: units_train.layers[layer].thresholds}
+            units_val = dissect(model, [layer], val, quantile=quantile, thresholds=thresholds,
+                                cache=val_cache, batch_size=batch_size, progress=progress)
+            single = units_val.iou(layer)[best, index].float()
         else:
-            score, single, best = _classification_scores(predict, train_cache, val_cache,
-                                                         vocabulary, index, batch_size)
+            score, single, best = _classification_scores(predict, train_cache, val_cache, layer,
+                                                         index)
     # weights in the units' own scale: w . a + b == (w / std) . a + (b - w . mean / std)
     raw = (weights / std).detach()
     return Net2VecResult(
@@ -151,12 +210,12 @@ def net2vec(model: nn.Module, layer: str, train, val, *, mode: str = "segmentati
         single_unit_score=single.float(), best_unit=best)
 
 
-def _classification_scores(predict, train_cache, val_cache, vocabulary, index, batch_size):
+def _classification_scores(predict, train_cache, val_cache, layer, index):
     from sklearn.metrics import average_precision_score
 
     def gather(cache):
         pooled, targets, logits = [], [], []
-        for images, labels in _batches(cache, vocabulary, batch_size):
+        for images, labels in _batches(cache, layer):
             pooled.append(images.mean((2, 3)))
             targets.append(_targets(labels, index, "classification"))
             logits.append(predict(images, labels.size))

@@ -6,10 +6,10 @@ Example:
     >>> import torch
     >>> check_images(torch.rand(2, 3, 8, 8)).shape
     torch.Size([2, 3, 8, 8])
-    >>> check_images(torch.rand(2, 3, 8, 8) * 255)
+    >>> check_images(torch.full((2, 3, 8, 8), 200.0))
     Traceback (most recent call last):
     ...
-    seethrough.errors.InputError: images must be pixels in [0, 1], found values up to 254.6: these look like 0-255 pixels, divide by 255
+    seethrough.errors.InputError: images must be pixels in [0, 1], found values up to 200.0: these look like 0-255 pixels, divide by 255
 """
 from __future__ import annotations
 

@@ -11,10 +11,12 @@ The class of each image goes in an extra ``class`` column and the class names in
 NetDissect's reader ignores both.
 
 Example:
+    >>> import tempfile
     >>> from seethrough.data import ConceptWorld
-    >>> write_broden(ConceptWorld("val", length=20), "/tmp/broden_cw")
-    >>> back = BrodenDataset("/tmp/broden_cw")
-    >>> len(back), back.categories["shape"][1]
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     write_broden(ConceptWorld("val", length=20), folder)
+    ...     back = BrodenDataset(folder)
+    ...     len(back), back.categories["shape"][1]
     (20, 'circle')
 """
 from __future__ import annotations

@@ -19,16 +19,21 @@ Example:
 """
 from __future__ import annotations
 
-from collections import OrderedDict
+from contextlib import closing
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seethrough.data.concepts import categories_of
 from seethrough.dissection.labels import LabelBatch, Vocabulary, collate
-from seethrough.dissection.run import dissect, layer_activations, model_device
+from seethrough.dissection.run import dissect, unit_maps
 from seethrough.errors import InputError
+from seethrough.results import Result
+from seethrough.tally import ActivationCache, tally
+from seethrough.tally.stats import Moments
 from seethrough.trace import resolve_layer
 
 #: the paper's / critiques' settings
@@ -129,83 +134,38 @@ def rotation_power(q: torch.Tensor, fraction: float) -> torch.Tensor:
     return powered.real.to(q.dtype)
 
 
-class _Activations(torch.utils.data.Dataset):
-    """A layer's activations as 'images', with the dataset's labels (dissected by nn.Identity)."""
-
-    def __init__(self, items: list[dict], categories: dict, name: str):
-        self.items, self.categories, self.name = items, categories, name
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
-
-    def __repr__(self):
-        return self.name
-
-
-def cached_activations(model: nn.Module, layer: str, dataset, *, batch_size: int = 32):
-    """Run the model once; keep a layer's activations with each sample's labels (in memory)."""
-    name, _ = resolve_layer(model, layer)
-    device = model_device(model)
-    items = []
-    for start in range(0, len(dataset), batch_size):
-        samples = [dataset[i] for i in range(start, min(len(dataset), start + batch_size))]
-        images = torch.stack([torch.as_tensor(s["image"]).float() for s in samples])
-        acts = layer_activations(model, [name], images.to(device))[name].cpu()
-        items += [{**{k: v for k, v in s.items() if k != "image"}, "image": a}
-                  for s, a in zip(samples, acts)]
-    return _Activations(items, dataset.categories, f"activations of {name} on {dataset!r}")
-
-
-def _identity() -> nn.Module:
-    return nn.Sequential(OrderedDict(units=nn.Identity()))
-
-
-def dissect_cached(cache: _Activations, *, basis: torch.Tensor | None = None, **options):
-    """Dissect cached activations (optionally re-expressed in ``basis``); the layer is "units".
-
-    Only ``upsample="bilinear"``: the cache keeps no receptive-field geometry.
-    """
-    return dissect(_identity(), ["units"], cache,
-                   basis={"units": basis} if basis is not None else None, **options)
-
-
 def axis_alignment(model: nn.Module, layer: str, dataset, *, fractions=FRACTIONS, draws: int = 3,
                    seed: int = 0, **options):
     """Unique detectors after rotating the layer's units by ``Q ** fraction`` (random ``Q``).
 
-    The model runs once; every rotation is dissected from the cached activations, with its own
-    thresholds. Returns a DataFrame: fraction, draw, category, unique_detectors.
+    The model runs once: every rotation is dissected from one shared ``ActivationCache``, with
+    its own thresholds. Returns a DataFrame: fraction, draw, category, unique_detectors.
     """
     import pandas as pd
 
-    batch_size = options.pop("batch_size", 32)
-    options.setdefault("progress", False)
-    cache = cached_activations(model, layer, dataset, batch_size=batch_size)
-    units = cache[0]["image"].shape[0]
-    generator = torch.Generator().manual_seed(seed)
-    rows, baseline = [], None
-    for draw in range(draws):
-        q = random_rotation(units, generator)
-        for fraction in fractions:
-            if fraction == 0 and baseline is not None:
-                counts = baseline
-            else:
-                basis = None if fraction == 0 else rotation_power(q, fraction).float()
-                counts = dissect_cached(cache, basis=basis, batch_size=batch_size,
-                                        **options).unique_detectors()
-                baseline = counts if fraction == 0 else baseline
-            for row in counts.itertuples():
-                rows.append({"fraction": fraction, "draw": draw, "category": row.category,
-                             "unique_detectors": row.unique_detectors})
+    name, _ = resolve_layer(model, layer)
+    rows = []
+    with closing(ActivationCache(memory=options.pop("cache_memory", 256 * 2**20))) as cache:
+        first = dissect(model, [name], dataset, cache=cache, **options)
+        units, baseline = first.layers[name].units, first.unique_detectors()
+        generator = torch.Generator().manual_seed(seed)
+        for draw in range(draws):
+            q = random_rotation(units, generator)
+            for fraction in fractions:
+                if fraction == 0:
+                    counts = baseline
+                else:
+                    basis = {name: rotation_power(q, fraction).float()}
+                    counts = dissect(model, [name], dataset, cache=cache, basis=basis,
+                                     **options).unique_detectors()
+                rows += [{"fraction": fraction, "draw": draw, "category": row.category,
+                          "unique_detectors": row.unique_detectors} for row in counts.itertuples()]
     return pd.DataFrame(rows)
 
 
 # -- PCA of one concept --------------------------------------------------------------------------
 @dataclass
-class ConceptPCA:
+class ConceptPCA(Result):
     """First principal direction of a layer's standardized activations on one concept."""
 
     layer: str
@@ -228,42 +188,109 @@ class ConceptPCA:
         """Participation ratio 1 / sum(v^4) of the unit-norm loading: how many units share it."""
         return float(1.0 / (self.loading**4).sum())
 
+    def to_frame(self):
+        """One row per unit, largest first: ``rank``, ``unit``, ``loading``, ``abs_loading``."""
+        import pandas as pd
+
+        loading = self.loading.detach().cpu()
+        order = loading.abs().argsort(descending=True, stable=True)
+        return pd.DataFrame({"rank": range(1, len(order) + 1), "unit": order.tolist(),
+                             "loading": loading[order].tolist(),
+                             "abs_loading": loading[order].abs().tolist()})
+
+    def plot(self):
+        """The first loading's largest units and the explained variance ratios."""
+        from seethrough.dissection.figures import pca_figure
+
+        return pca_figure(self)
+
+    def _title(self) -> str:
+        return f"ConceptPCA of {self.concept!r} at {self.layer} ({self.positions} positions)"
+
+    def _tables(self) -> dict:
+        import pandas as pd
+
+        explained = self.explained.detach().cpu()
+        return {"explained": pd.DataFrame({"component": range(1, len(explained) + 1),
+                                           "explained_variance_ratio": explained.tolist()})}
+
+    def _settings(self) -> dict:
+        return {"layer": self.layer, "concept": self.concept, "positions": self.positions}
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {"loading": self.loading, "explained": self.explained}
+
+    @classmethod
+    def _from_saved(cls, settings: dict, tensors: dict[str, torch.Tensor]) -> ConceptPCA:
+        return cls(settings["layer"], settings["concept"], tensors["loading"],
+                   tensors["explained"], int(settings["positions"]))
+
+
+class ConceptPositions:
+    """A ``tally`` statistic: a layer's activation vectors at the positions a concept covers.
+
+    Keeps the positions covered more than half (``half``) and, for small concepts, every
+    touched one (``touched``); an image-level concept covers every position of its images.
+    """
+
+    def __init__(self, layer: str, concept: int):
+        self.layer, self.concept = layer, concept
+        self.half: list[torch.Tensor] = []
+        self.touched: list[torch.Tensor] = []
+
+    def update(self, batch) -> None:
+        acts, labels = batch.acts[self.layer].cpu(), batch.labels
+        present = (labels.pixel == self.concept).any(1).float()[:, None]  # (N, 1, H, W)
+        present[(labels.image == self.concept).any(1)] = 1.0
+        cover = F.adaptive_avg_pool2d(present, acts.shape[-2:])[:, 0]
+        vectors = acts.permute(0, 2, 3, 1)
+        self.half.append(vectors[cover > 0.5].double())
+        self.touched.append(vectors[cover > 0].double())
+
+    def merge(self, other: ConceptPositions) -> ConceptPositions:
+        self.half += other.half
+        self.touched += other.touched
+        return self
+
+    def rows(self) -> torch.Tensor:
+        half = torch.cat(self.half) if self.half else torch.empty(0)
+        return half if len(half) >= 2 else torch.cat(self.touched)
+
+    def state_dict(self) -> dict:
+        return {"half": list(self.half), "touched": list(self.touched)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.half, self.touched = list(state["half"]), list(state["touched"])
+
 
 def concept_pca(model: nn.Module, layer: str, dataset, concept: str, *, category: str | None = None,
-                batch_size: int = 32, components: int = 5) -> ConceptPCA:
+                batch_size: int = 32, components: int = 5, progress: bool | None = None) -> ConceptPCA:
     """SVD of the layer's activations at positions covered (> 50 %) by ``concept``.
 
     An image-level concept (scene) covers every position of the images that carry it. When no
     position is covered to 50 % (a small concept, a coarse layer), every touched one is used.
 
-    Activations are standardized per unit (mean 0, std 1 over those positions) first, so a unit
-    cannot dominate just by its scale.
+    As in the method this reproduces, each unit is standardized with its mean and standard
+    deviation over the whole dataset (every position of every image) before the SVD, and the
+    concept's positions are not re-centred: a unit that is selective for the concept stands
+    high at its positions and leads the first loading. Both statistics come from one ``tally``
+    pass.
     """
     name, _ = resolve_layer(model, layer)
-    vocabulary = Vocabulary(dataset.categories)
+    vocabulary = Vocabulary(categories_of(dataset))
     matches = [i for i, n in enumerate(vocabulary.names)
                if n == concept and (category is None or vocabulary.category_name(i) == category)]
     if not matches:
         raise InputError(f"no concept {concept!r} in the dataset; known: "
                          f"{', '.join(vocabulary.names[1:])}")
-    index = matches[0]
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size,
-                                         collate_fn=lambda s: collate(s, vocabulary))
-    device = model_device(model)
-    rows = []
-    for images, labels in loader:
-        acts = layer_activations(model, [name], images.to(device))[name].cpu()
-        present = (labels.pixel == index).any(1).float()[:, None]  # (N, 1, H, W)
-        whole = (labels.image == index).any(1)  # an image-level concept covers its images
-        present[whole] = 1.0
-        cover = F.adaptive_avg_pool2d(present, acts.shape[-2:])[:, 0]
-        rows.append((acts.permute(0, 2, 3, 1), cover))
-    x = torch.cat([a[c > 0.5] for a, c in rows]).double()
-    if len(x) < 2:  # a small concept: every position it touches
-        x = torch.cat([a[c > 0] for a, c in rows]).double()
+    moments, positions = Moments(name), ConceptPositions(name, matches[0])
+    tally(model, [name], dataset, {"moments": moments, "positions": positions},
+          batch_size=batch_size, collate=partial(collate, vocabulary=vocabulary),
+          activations=unit_maps, progress=progress, desc="concept PCA")
+    x = positions.rows()
     if len(x) < 2:
         raise InputError(f"concept {concept!r} covers no position of layer {layer!r} in this data")
-    x = (x - x.mean(0)) / x.std(0).clamp_min(1e-12)
+    x = (x - moments.mean) / moments.std.clamp_min(1e-12)
     _, singular, vh = torch.linalg.svd(x, full_matrices=False)
     variance = singular**2
     loading = vh[0] * torch.sign(vh[0][vh[0].abs().argmax()])

@@ -98,6 +98,19 @@ class LabelBatch:
             self.counts = counts
         return self.counts
 
+    def for_cache(self) -> LabelBatch:
+        """The label maps only, in the smallest integer types that hold them (for a cache)."""
+        pixel = self.pixel.to(torch.int16 if self.pixel.numel() == 0 or
+                              int(self.pixel.max()) < 2**15 else torch.int32)
+        return LabelBatch(pixel, self.image.to(torch.int32))
+
+    def from_cache(self) -> LabelBatch:
+        return LabelBatch(self.pixel.long(), self.image.long())
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.pixel, self.image))
+
     def __getitem__(self, index: slice) -> LabelBatch:
         return LabelBatch(self.pixel[index], self.image[index],
                           None if self.hot is None else self.hot[index],

@@ -8,13 +8,12 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
-from seethrough.atomic import atomic_path
-from seethrough.dissection.counts import IoUCounter, TopImages
+from seethrough.dissection.counts import RULES, IoUCounter, TopImages
 from seethrough.dissection.labels import Vocabulary
+from seethrough.results import Result
 
 
 @dataclass
@@ -33,8 +32,12 @@ class LayerDissection:
 
 
 @dataclass
-class Dissection:
-    """Network Dissection of several layers; ``union`` picks the counting rule of the IoU."""
+class Dissection(Result):
+    """Network Dissection of several layers; ``union`` picks the counting rule of the IoU.
+
+    ``save(folder)`` / ``Dissection.load(folder)`` keep everything (counts, thresholds, top
+    images); the folder also holds ``detectors.csv`` (``unique_detectors()``).
+    """
 
     layers: dict[str, LayerDissection]
     vocabulary: Vocabulary
@@ -100,22 +103,60 @@ class Dissection:
             names.append(["none", *members])
         return names
 
-    def save(self, path: str | Path) -> Path:
-        """Write the result with ``torch.save`` atomically; read back with ``Dissection.load``."""
-        with atomic_path(path) as temporary:
-            torch.save(self.state_dict(), temporary)
-        return Path(path)
+    def plot(self):
+        """Unique detectors per category, grouped bars per layer."""
+        from seethrough.dissection.figures import detectors_figure
+
+        return detectors_figure(self)
+
+    def _title(self) -> str:
+        return f"Dissection of {', '.join(self.layers)} (union rule {self.union!r})"
+
+    def _tables(self) -> dict:
+        return {"detectors": self.unique_detectors()}
+
+    # -- the Result protocol: counts and top images as tensors ``layer/<name>/<key>`` ----------
+    def _settings(self) -> dict:
+        return {
+            "vocabulary": dict(zip(self.vocabulary.categories, self._category_names())),
+            "iou_threshold": self.iou_threshold, "union": self.union, "options": self.options,
+            "layers": [{"name": name, "label_size": list(layer.label_size),
+                        "images": layer.counter.images, "top_k": layer.top.k}
+                       for name, layer in self.layers.items()],
+        }
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {}
+        for name, layer in self.layers.items():
+            prefix = f"layer/{name}/"
+            tensors[prefix + "thresholds"] = layer.thresholds
+            tensors[prefix + "intersection"] = layer.counter.intersection
+            tensors[prefix + "label_area"] = layer.counter.label_area
+            for rule, area in layer.counter.mask_area.items():
+                tensors[prefix + f"mask_area/{rule}"] = area
+            tensors[prefix + "top/values"] = layer.top.values
+            tensors[prefix + "top/indices"] = layer.top.indices
+        return tensors
 
     @classmethod
-    def load(cls, path: str | Path) -> Dissection:
-        state = torch.load(path, weights_only=False)
-        vocabulary = Vocabulary(state["vocabulary"])
+    def _from_saved(cls, settings: dict, tensors: dict[str, torch.Tensor]) -> Dissection:
+        vocabulary = Vocabulary(settings["vocabulary"])
         layers = {}
-        for name, item in state["layers"].items():
-            counter = IoUCounter(len(item["thresholds"]), vocabulary)
-            counter.load_state_dict(item["counter"])
-            top = TopImages(len(item["thresholds"]))
-            top.load_state_dict(item["top"])
-            layers[name] = LayerDissection(name, item["thresholds"], counter, top,
+        for item in settings["layers"]:
+            name, prefix = item["name"], f"layer/{item['name']}/"
+            thresholds = tensors[prefix + "thresholds"]
+            counter = IoUCounter(len(thresholds), vocabulary)
+            counter.load_state_dict({
+                "intersection": tensors[prefix + "intersection"],
+                "label_area": tensors[prefix + "label_area"],
+                "mask_area": {rule: tensors[prefix + f"mask_area/{rule}"] for rule in RULES
+                              if prefix + f"mask_area/{rule}" in tensors},
+                "images": item["images"],
+            })
+            top = TopImages(len(thresholds))
+            top.load_state_dict({"values": tensors[prefix + "top/values"],
+                                 "indices": tensors[prefix + "top/indices"], "k": item["top_k"]})
+            layers[name] = LayerDissection(name, thresholds, counter, top,
                                            tuple(item["label_size"]))
-        return cls(layers, vocabulary, state["iou_threshold"], state["union"], state["options"])
+        return cls(layers, vocabulary, settings["iou_threshold"], settings["union"],
+                   dict(settings["options"]))

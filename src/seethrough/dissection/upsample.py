@@ -23,7 +23,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from seethrough.core import model_device
 from seethrough.errors import InputError
+from seethrough.trace import Trace, resolve_layer
 
 
 def _linear_matrix(position: torch.Tensor, source: int) -> torch.Tensor:
@@ -78,8 +80,6 @@ def receptive_field(model: nn.Module, layer: str, input_size: tuple[int, int, in
     (a ResNet's 1x1 downsample) are not counted twice. Raises ``InputError`` when the composed
     map does not reproduce the layer's output size.
     """
-    from seethrough.dissection.run import model_device
-    from seethrough.trace import Trace, resolve_layer
 
     name, _ = resolve_layer(model, layer)
     order = list(model.named_modules())

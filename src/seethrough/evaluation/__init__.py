@@ -42,6 +42,7 @@ from seethrough.evaluation.perturbation import (
     insertion_curve,
 )
 from seethrough.evaluation.sanity import Randomization, model_randomization, spearman
+from seethrough.results import Result
 
 #: metric name -> (needs masks, higher is better)
 METRICS: Registry[tuple[bool, bool]] = Registry("metric", {
@@ -54,7 +55,7 @@ METRICS: Registry[tuple[bool, bool]] = Registry("metric", {
 
 
 @dataclass
-class Scores:
+class Scores(Result):
     """Scores per image: ``values[metric]`` is a tensor ``(N,)``; ``targets`` the classes scored
     (``None`` for a callable or unit target)."""
 
@@ -78,6 +79,32 @@ class Scores:
         if self.method:
             frame.insert(1, "method", self.method)
         return frame
+
+    def plot(self):
+        """Bar chart of the mean of each metric (arrows: which direction is better)."""
+        from seethrough.results import bar_figure
+
+        means = self.mean()
+        arrows = {True: " \u2191", False: " \u2193"}
+        labels = [name + arrows.get(self.higher_is_better.get(name), "") for name in means]
+        return bar_figure(labels, list(means.values()), ylabel="mean over images",
+                          title=f"scores of {self.method}" if self.method else "scores")
+
+    def _settings(self) -> dict:
+        return {"method": self.method, "metrics": list(self.values),
+                "higher_is_better": self.higher_is_better}
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {f"values/{name}": value for name, value in self.values.items()}
+        if self.targets is not None:
+            tensors["targets"] = self.targets
+        return tensors
+
+    @classmethod
+    def _from_saved(cls, settings: dict, tensors: dict[str, torch.Tensor]) -> Scores:
+        values = {name: tensors[f"values/{name}"] for name in settings["metrics"]}
+        return cls(values, tensors.get("targets"), settings.get("method", ""),
+                   dict(settings.get("higher_is_better", {})))
 
 
 def evaluate(model: nn.Module, images: torch.Tensor, maps, target: TargetSpec = "predicted", *,

@@ -32,6 +32,7 @@ from seethrough.core import Target, TargetSpec, check_images, run_scope
 from seethrough.core.inputs import as_maps
 from seethrough.core.progress import progress_bar
 from seethrough.errors import InputError
+from seethrough.results import Result
 from seethrough.trace import resolve_layer
 
 Explain = Callable[[nn.Module, torch.Tensor, TargetSpec], torch.Tensor]
@@ -78,7 +79,7 @@ def reinitialize(module: nn.Module) -> None:
 
 
 @dataclass
-class Randomization:
+class Randomization(Result):
     """Rank correlations ``(L+1, N)``: row 0 with nothing randomized, row ``i`` with ``layers[:i]``."""
 
     layers: list[str]
@@ -103,6 +104,33 @@ class Randomization:
             "spearman_mean": mean.tolist(),
             "spearman_std": std.tolist(),
         })
+
+    def plot(self):
+        """Mean Spearman correlation per cascade step, the layers randomized down to as ticks."""
+        from matplotlib.figure import Figure
+
+        labels = ["(none)", *self.layers]
+        fig = Figure(figsize=(min(12.0, 2.0 + 0.45 * len(labels)), 3.2))
+        ax = fig.add_subplot()
+        ax.plot(range(len(labels)), self.mean().cpu().tolist(), marker="o", color="#d62728")
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
+        ax.axhline(0, color="black", linewidth=0.5)
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_xlabel("randomized down to")
+        ax.set_ylabel("mean Spearman")
+        ax.set_title(f"model randomization of {self.method}", fontsize=10)
+        fig.tight_layout()
+        return fig
+
+    def _settings(self) -> dict:
+        return {"layers": self.layers, "method": self.method}
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {"correlations": self.correlations}
+
+    @classmethod
+    def _from_saved(cls, settings: dict, tensors: dict[str, torch.Tensor]) -> Randomization:
+        return cls(list(settings["layers"]), tensors["correlations"], settings["method"])
 
 
 def _explainer(explain: str | Explain, options: dict) -> tuple[Explain, str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from seethrough.featureviz import objectives
 from seethrough.featureviz.objectives import Objective
 from seethrough.featureviz.params import ImageParam, color_correlation_sqrt
-from seethrough.featureviz.render import Probe, Renderer, Visualization, render_step, visualize
+from seethrough.featureviz.render import Probe, Renderer, Visualization, visualize
 from seethrough.featureviz.transforms import Transforms
 
 __all__ = [
@@ -25,6 +25,5 @@ __all__ = [
            "Visualization",
            "color_correlation_sqrt",
            "objectives",
-           "render_step",
            "visualize",
 ]

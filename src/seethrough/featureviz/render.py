@@ -27,13 +27,14 @@ from typing import Self
 import torch
 from torch import nn
 
+from seethrough.core import model_device, run_scope
 from seethrough.errors import InputError
 from seethrough.featureviz.objectives import Evaluation, Objective
 from seethrough.featureviz.params import ImageParam
 from seethrough.featureviz.transforms import Transforms
 from seethrough.layout import run_in_fast_layout
-from seethrough.core import model_device, run_scope
 from seethrough.relu_rules import relu_backward
+from seethrough.results import Result
 from seethrough.trace import StopForward, Trace
 
 
@@ -133,8 +134,11 @@ class Probe:
 
 
 @dataclass
-class Visualization:
-    """Rendered images (N, 3, H, W) in [0, 1], the objective per step (steps, N), and settings."""
+class Visualization(Result):
+    """Rendered images (N, 3, H, W) in [0, 1], the objective per step (steps, N), and settings.
+
+    ``save(folder)`` also writes each image as ``image_000.png``, ``image_001.png``, ...
+    """
 
     images: torch.Tensor
     history: list[list[float]] = field(default_factory=list)
@@ -144,14 +148,48 @@ class Visualization:
     def final_values(self) -> list[float]:
         return self.history[-1] if self.history else []
 
-    def save(self, directory, prefix: str = "image") -> list:
-        """Write one PNG per item (atomically); return the paths."""
-        from pathlib import Path
+    def to_frame(self):
+        """One row per image: the objective's value at the first, last and best step."""
+        import pandas as pd
 
-        from seethrough.featureviz.report import save_png
+        history = torch.tensor(self.history, dtype=torch.float64)
+        count = len(self.images)
+        frame = pd.DataFrame({"image": range(count), "objective": self.objective})
+        if history.dim() == 2 and len(history) and history.shape[1] == count:
+            frame["first_value"] = history[0].tolist()
+            frame["final_value"] = history[-1].tolist()
+            frame["best_value"] = history.amax(0).tolist()
+        return frame
 
-        directory = Path(directory)
-        return [save_png(image, directory / f"{prefix}_{i:03d}.png") for i, image in enumerate(self.images)]
+    def plot(self):
+        """The rendered images side by side (at most 8)."""
+        from seethrough.results import image_row_figure, image_uint8
+
+        final = self.final_values()
+        images = [image_uint8(image) for image in self.images[:8]]
+        titles = [f"{i}: {final[i]:.3g}" if i < len(final) else str(i) for i in range(len(images))]
+        return image_row_figure(images, titles)
+
+    def _title(self) -> str:
+        return f"Visualization: {self.objective}" if self.objective else "Visualization"
+
+    def _settings(self) -> dict:
+        return {"objective": self.objective, "settings": self.settings}
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {"images": self.images,
+                "history": torch.tensor(self.history, dtype=torch.float64)}
+
+    def _images(self) -> dict[str, torch.Tensor]:
+        return {f"image_{i:03d}": image for i, image in enumerate(self.images)}
+
+    @classmethod
+    def _from_saved(cls, settings: dict, tensors: dict[str, torch.Tensor]) -> Visualization:
+        options = dict(settings.get("settings", {}))
+        if isinstance(options.get("size"), list):
+            options["size"] = tuple(options["size"])
+        return cls(tensors["images"], tensors["history"].tolist(), settings.get("objective", ""),
+                   options)
 
 
 def _default_size(model: nn.Module) -> int:
@@ -234,11 +272,6 @@ class Renderer:
     @torch.no_grad()
     def images(self) -> torch.Tensor:
         return self.param().detach()
-
-
-def render_step(renderer: Renderer) -> torch.Tensor:
-    """One step of ``renderer`` (same as ``renderer.step()``), for functional-style loops."""
-    return renderer.step()
 
 
 def visualize(model: nn.Module, objective: Objective, *, steps: int = 256,

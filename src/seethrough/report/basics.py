@@ -1,93 +1,93 @@
-"""Report sections about the models themselves: cards, predictions, layers, first-layer filters,
-and the ConceptWorld data they are checked on."""
+"""Report sections about a model itself, for any model: its card, its predictions on the
+images, its layers, its first-layer filters, and samples of the concept data it is checked on.
+
+Each is a section function ``(model, data, options) -> Section`` like the families' ones.
+
+Example:
+    >>> import torch, torchvision
+    >>> from seethrough.sections import SectionData, SectionOptions
+    >>> model = torchvision.models.resnet18(num_classes=4).eval()
+    >>> layers_section(model, SectionData(torch.rand(1, 3, 32, 32)), SectionOptions()).title
+    'Layers'
+"""
 from __future__ import annotations
 
 import html
 
 import torch
+from torch import nn
 
-from seethrough.report.html import Section, figure_html, table_html
+from seethrough.core import model_device
+from seethrough.errors import InputError
+from seethrough.sections import Section, SectionData, SectionOptions
+from seethrough.viz.html import figure_html, table_html
 
 
-def _card_rows(model) -> str:
+def _card_table(model: nn.Module) -> str:
     card = dict(getattr(model, "card", {}))
     keep = {k: v for k, v in card.items() if k not in ("class_names", "confusion_matrix", "history")}
-    rows = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in keep.items()
-    )
-    parameters = sum(p.numel() for p in model.parameters())
-    rows += f"<tr><th>parameters</th><td>{parameters:,}</td></tr>"
-    rows += f"<tr><th>classes</th><td>{len(model.class_names or [])}</td></tr>"
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+                   for k, v in keep.items())
+    rows += f"<tr><th>parameters</th><td>{sum(p.numel() for p in model.parameters()):,}</td></tr>"
+    rows += f"<tr><th>classes</th><td>{len(getattr(model, 'class_names', None) or [])}</td></tr>"
     return f'<table class="table">{rows}</table>'
 
 
-def models_section(context) -> Section:
-    body = "<h3>MobileNetV2 (ImageNet)</h3>" + _card_rows(context.imagenet_model)
-    body += "<h3>ConceptNet (trained on ConceptWorld)</h3>" + _card_rows(context.conceptnet)
-    body += "<h3>ConceptNet cheater (trained on the biased world)</h3>" + _card_rows(context.cheater)
-    return Section("Models", body)
+def model_section(model: nn.Module, data: SectionData, options: SectionOptions) -> Section:
+    """The model's card (where it came from, how well it does) and its size."""
+    return Section("Models", _card_table(model))
 
 
-def predictions_section(context) -> Section:
+def predictions_section(model: nn.Module, data: SectionData, options: SectionOptions) -> Section:
+    """The model's top classes on each image, with the true class when known."""
     from seethrough.viz.predictions import topk_figure
 
-    model = context.imagenet_model
-    images, names = context.photos
     with torch.no_grad():
-        probabilities = model(images).softmax(1)
-    body = figure_html(topk_figure(images, probabilities, model.class_names, titles=names),
-                       "MobileNetV2: top-5 ImageNet classes on scikit-image's sample photos")
-    world = context.conceptworld(length=8)
-    samples = world.batch()
-    batch = samples["image"]
-    truth = [world.class_names[label] for label in samples["label"].tolist()]
-    with torch.no_grad():
-        probabilities = context.conceptnet(batch).softmax(1)
-    body += figure_html(
-        topk_figure(batch, probabilities, context.conceptnet.class_names, k=3,
-                    titles=[f"true: {t}" for t in truth]),
-        "ConceptNet: top-3 classes on ConceptWorld validation images",
-    )
-    return Section("Predictions", body)
+        probabilities = model(data.images.to(model_device(model))).softmax(1).cpu()
+    names = getattr(model, "class_names", None) or [str(i) for i in range(probabilities.shape[1])]
+    titles = list(data.names)
+    if data.labels is not None:
+        titles = [f"true: {names[int(c)]}" for c in data.labels]
+    k = min(5, len(names))
+    return Section("Predictions", figure_html(
+        topk_figure(data.images, probabilities, names, k=k, titles=titles),
+        f"Top-{k} classes on the report's images"))
 
 
-def layers_section(context) -> Section:
+def layers_section(model: nn.Module, data: SectionData, options: SectionOptions) -> Section:
+    """Every layer with its type, output shape (at the images' size) and parameters."""
     from seethrough.core.layer_table import layers
 
-    body = ""
-    for title, model in (("ConceptNet", context.conceptnet), ("MobileNetV2", context.imagenet_model)):
-        frame = layers(model).to_frame()
-        frame["output_shape"] = frame["output_shape"].map(
-            lambda s: "x".join(map(str, s[1:])) if s else "-")
-        body += f"<h3>{title}</h3><details><summary>{len(frame)} layers</summary>"
-        body += table_html(frame[["name", "type", "output_shape", "parameters"]]) + "</details>"
+    frame = layers(model, tuple(data.images.shape[1:])).to_frame()
+    frame["output_shape"] = frame["output_shape"].map(
+        lambda s: "x".join(map(str, s[1:])) if s else "-")
+    body = f"<details><summary>{len(frame)} layers</summary>"
+    body += table_html(frame[["name", "type", "output_shape", "parameters"]]) + "</details>"
     return Section("Layers", body)
 
 
-def _first_conv(model) -> tuple[str, torch.nn.Conv2d]:
+def _first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
     for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Conv2d):
+        if isinstance(module, nn.Conv2d):
             return name, module
-    raise ValueError("model has no Conv2d layer")
+    raise InputError("the model has no Conv2d layer: no filters to show")
 
 
-def filters_section(context) -> Section:
+def filters_section(model: nn.Module, data: SectionData, options: SectionOptions) -> Section:
+    """The filters of the first convolution, as colour patches (grey = 0)."""
     from seethrough.viz.weights import filters_figure
 
-    body = ""
-    for title, model in (("MobileNetV2", context.imagenet_model), ("ConceptNet", context.conceptnet)):
-        name, conv = _first_conv(model)
-        body += figure_html(filters_figure(conv.weight, f"{title}: {name}"),
-                            f"{title}: first-layer filters ({conv.weight.shape[0]}), grey = 0")
-    return Section("First-layer filters", body)
+    name, conv = _first_conv(model)
+    return Section("First-layer filters", figure_html(
+        filters_figure(conv.weight, name.removeprefix("net.")),
+        f"{name}: the {conv.weight.shape[0]} first-layer filters, grey = 0"))
 
 
-def conceptworld_section(context) -> Section:
+def concepts_section(model: nn.Module, data: SectionData, options: SectionOptions) -> Section:
+    """Samples of the concept dataset with their per-pixel concept masks."""
     from seethrough.data.pictures import sample_grid
 
-    world = context.conceptworld(length=16)
-    biased = context.conceptworld(length=16, bias=1.0)
-    body = figure_html(sample_grid(world, n=8), "ConceptWorld samples with their concept masks")
-    body += figure_html(sample_grid(biased, n=8),
-                        "The biased world: a corner mark whose colour gives away the class")
-    return Section("ConceptWorld", body)
+    if data.concepts is None:
+        raise InputError("the concept data section needs a concept dataset (SectionData.concepts)")
+    return Section("Concept data", figure_html(sample_grid(data.concepts, n=8),
+                                               "Samples with their concept masks"))

@@ -6,9 +6,9 @@ Example:
 """
 from __future__ import annotations
 
+from seethrough.core.layer_table import stage_layers
 from seethrough.featureviz.synthesis.deepdream import deepdream
 from seethrough.featureviz.synthesis.inversion import invert
-from seethrough.featureviz.synthesis.layers import stage_layers
 from seethrough.featureviz.synthesis.style import transfer_style
 from seethrough.featureviz.synthesis.texture import synthesize_texture
 

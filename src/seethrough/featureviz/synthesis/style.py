@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seethrough.core.layer_table import spread, stage_layers
 from seethrough.errors import InputError
 from seethrough.featureviz import objectives as obj
 from seethrough.featureviz.render import Renderer, Visualization
-from seethrough.featureviz.synthesis.layers import spread, stage_layers
 from seethrough.featureviz.synthesis.texture import target_grams
 from seethrough.trace import capture
 

@@ -19,10 +19,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from seethrough.core.layer_table import spread, stage_layers
 from seethrough.errors import InputError
 from seethrough.featureviz import objectives as obj
 from seethrough.featureviz.render import Renderer, Visualization
-from seethrough.featureviz.synthesis.layers import spread, stage_layers
 from seethrough.trace import capture
 
 

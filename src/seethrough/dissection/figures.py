@@ -1,4 +1,4 @@
-"""Figures of dissection results and the "dissection" report section.
+"""Figures of dissection results.
 
 Figures are ``matplotlib.figure.Figure`` objects (no pyplot): unique detectors per category and
 layer, robustness curves, axis-alignment curves (mean +- std over rotations), the first PCA
@@ -23,22 +23,6 @@ CATEGORY_COLOURS = {"colour": "#d62728", "shape": "#1f77b4", "texture": "#2ca02c
 
 def _colour(category: str, index: int) -> str:
     return CATEGORY_COLOURS.get(category, f"C{index}")
-
-
-def default_layers(model, input_size=None, *, activations=("ReLU", "ReLU6", "SiLU", "Hardswish",
-                                                          "GELU")) -> list[str]:
-    """One layer per spatial resolution: its last activation module (else its last module)."""
-    from seethrough.core.layer_table import layers
-
-    shape = input_size or getattr(model, "input_size", (3, 224, 224))
-    chosen: dict[tuple, str] = {}
-    for row in layers(model, shape).rows:
-        out = row.output_shape
-        if not out or len(out) != 4 or out[-1] == shape[-1]:
-            continue
-        if row.type in activations or out[-2:] not in chosen:
-            chosen[out[-2:]] = row.name
-    return list(chosen.values())
 
 
 def counts_table(result: Dissection):
@@ -163,7 +147,7 @@ def unit_strip(model, result: Dissection, layer: str, unit: int, dataset, *, k: 
 
 def best_units_html(model, result: Dissection, dataset, *, per_layer: int = 4, k: int = 4) -> str:
     """A table: for each layer's best units, concept, IoU and top images with their masks."""
-    from seethrough.report.html import png_data_uri
+    from seethrough.viz.html import png_data_uri
 
     rows = []
     frame = result.to_frame()
@@ -178,70 +162,3 @@ def best_units_html(model, result: Dissection, dataset, *, per_layer: int = 4, k
     head = ("<tr><th>layer</th><th>unit</th><th>concept</th><th>category</th><th>IoU</th>"
             "<th>top images (mask bright, outline yellow)</th></tr>")
     return f'<table class="table">{head}{"".join(rows)}</table>'
-
-
-# -- the report section --------------------------------------------------------------------------
-CONCEPTNET_LAYERS = ["features.block3", "features.block4", "features.block5"]
-IMAGENET_LAYERS = ["features.3", "features.6", "features.10", "features.13", "features.16"]
-IMAGENET_SIZE = 112  # MobileNetV2 dissected on ConceptWorld at 112 px to keep it fast
-
-
-def dissection_section(context):
-    """Network Dissection of ConceptNet and MobileNetV2 on ConceptWorld, and the experiments."""
-    from seethrough.data import ConceptWorld
-    from seethrough.dissection import dissect
-    from seethrough.dissection.experiments import axis_alignment, concept_pca, robustness
-    from seethrough.errors import SeethroughError
-    from seethrough.report.html import Section, figure_html, table_html
-
-    quick = context.quick
-    length = 120 if quick else 400
-    notes, body = [], []
-    options = {"batch_size": 48, "progress": False}
-    try:
-        conceptnet = context.conceptnet
-    except (ImportError, SeethroughError) as error:  # no weights yet: dissect what we can
-        conceptnet = None
-        notes.append(f"ConceptNet unavailable ({error}); only MobileNetV2 is dissected.")
-    world = ConceptWorld("val", length=length, size=64)
-
-    if conceptnet is not None:
-        layers = CONCEPTNET_LAYERS
-        result = dissect(conceptnet, layers, world, **options)
-        body.append("<h3>ConceptNet on ConceptWorld</h3>")
-        body.append(figure_html(detectors_figure(result, "ConceptNet: unique detectors per "
-                                                          "category"),
-                                f"{length} validation images at 64 px, quantile 0.005, IoU > 0.04"))
-        body.append(best_units_html(conceptnet, result, world, per_layer=3))
-        body.append(table_html(counts_table(result)))
-        last = layers[-1]
-        frame = result.to_frame()
-        body.append("<h4>Do detectors survive noise, rotation and shuffled patches?</h4>")
-        small = ConceptWorld("val", length=48 if quick else 200, size=64)
-        tested = layers[-2:] if quick else layers
-        figures = []
-        for kind, levels in (("noise", (1, 5, 10, 100)), ("rotation", (10, 45, 90)),
-                             ("shuffle", (4, 8))):
-            figures.append(figure_html(robustness_figure(
-                robustness(conceptnet, tested, small, kind=kind, levels=levels, **options))))
-        body.append('<div class="grid">' + "".join(figures) + "</div>")
-        body.append("<h4>Are the units special? Random rotations of the last layer</h4>")
-        fractions = (0, 0.5, 1.0) if quick else (0, 0.25, 0.5, 0.75, 1.0)
-        axis = axis_alignment(conceptnet, last, small, fractions=fractions,
-                              draws=2 if quick else 4, batch_size=48)
-        body.append(figure_html(axis_figure(axis), f"{last}: thresholds recomputed for the "
-                                            "rotated units; mean +- std over random rotations"))
-        top = frame[frame.layer == last].sort_values("iou", ascending=False).iloc[0]
-        pca = concept_pca(conceptnet, last, small, top.concept, category=top.category)
-        body.append(figure_html(pca_figure(pca), f"PCA of standardized {last} activations at "
-                                f"'{top.concept}' pixels; best single unit by IoU: {top.unit}"))
-
-    mobilenet = context.imagenet_model
-    world_big = ConceptWorld("val", length=60 if quick else 200, size=IMAGENET_SIZE)
-    result = dissect(mobilenet, IMAGENET_LAYERS, world_big, **options)
-    body.append(f"<h3>ImageNet MobileNetV2 on ConceptWorld ({IMAGENET_SIZE} px)</h3>")
-    body.append(figure_html(detectors_figure(result, "MobileNetV2: unique detectors per category"),
-                            f"{len(world_big)} images at {IMAGENET_SIZE} px"))
-    body.append(best_units_html(mobilenet, result, world_big, per_layer=2))
-    body.append(table_html(counts_table(result)))
-    return Section("Network Dissection", "\n".join(body), notes=notes)

@@ -1,0 +1,91 @@
+"""The checked attribution section of a report, for any model, and the shortcut section.
+
+``section``: every attribution method on the images (``attribution.section``); where
+``data.masks`` gives the objects' true outlines, the methods ranked on them (pointing game,
+energy, IoU, deletion, insertion, the sanity check, time per image).
+
+``shortcut_section``: several models on images that carry a shortcut cue
+(``data.extra["cue_masks"]``): how much of each method's map lands on the cue and on the
+object. A model that cheats puts its evidence on the cue.
+
+Example:
+    >>> import torch, torchvision
+    >>> from seethrough.sections import SectionData, SectionOptions
+    >>> model = torchvision.models.resnet18(num_classes=4).eval()
+    >>> masks = torch.zeros(2, 32, 32, dtype=torch.bool); masks[:, 8:24, 8:24] = True
+    >>> data = SectionData(torch.rand(2, 3, 32, 32), masks=masks)
+    >>> "pointing" in section(model, data, SectionOptions(quick=True, methods=["saliency"])).body
+    True
+"""
+from __future__ import annotations
+
+import html
+
+from torch import nn
+
+from seethrough.attribution.compare import report_options, run_methods
+from seethrough.attribution.figures import methods_figure
+from seethrough.attribution.section import attribute_all, grid_html
+from seethrough.evaluation.localization import energy_pointing_game
+from seethrough.evaluation.ranking import ranked, score_methods
+from seethrough.sections import Section, SectionData, SectionOptions
+from seethrough.viz.html import figure_html, table_html
+
+#: the methods compared in the shortcut section
+SHORTCUT_METHODS = ("saliency", "integrated_gradients", "gradcam", "scorecam", "occlusion")
+
+RANKING_TEXT = (
+    "Pointing game: the map's maximum within 15 px at 224 px (scaled) of the object. Energy: "
+    "share of positive map energy on the object. IoU: top 20% of the map vs the object. "
+    "Deletion (lower is better) and insertion (higher is better): area under the probability "
+    "curve as pixels are removed (to black) / restored (from a blur) in map order, two rows of "
+    "pixels per step (RISE). Sanity: Spearman correlation of the maps before and after "
+    "re-initialising every weight (lower is better). Time: seconds per image on this machine.")
+
+
+def section(model: nn.Module, data: SectionData, options: SectionOptions) -> Section:
+    """Every method on ``data``; ranked on the object masks when there are some."""
+    results, notes = attribute_all(model, data, options)
+    body = grid_html(model, data, results)
+    if data.masks is not None:
+        frame = score_methods(model, data.images, results, masks=data.masks,
+                              sanity_images=4 if options.quick else 8,
+                              step=2 * data.images.shape[-1], progress=options.progress)
+        body += (f"<p>Methods ranked on {len(data.images)} images with known object masks. "
+                 f"{html.escape(RANKING_TEXT)}</p>")
+        body += table_html(ranked(frame))
+    return Section("Attribution", body, notes=notes)
+
+
+def shortcut_section(models: dict[str, nn.Module], data: SectionData,
+                     options: SectionOptions) -> Section:
+    """Where each model's evidence lies on images with a shortcut cue (see the module doc)."""
+    import pandas as pd
+
+    cues = data.extra["cue_masks"]
+    methods = options.methods or list(SHORTCUT_METHODS)
+    settings = report_options(options.quick, image_size=data.images.shape[-1])
+    results = {name: run_methods(model, data.images, methods, options=settings,
+                                 progress=options.progress) for name, model in models.items()}
+    rows = []
+    for method in methods:
+        row = {"method": method}
+        for name in models:
+            maps = results[name][method][0]
+            row[f"on cue: {name}"] = float(energy_pointing_game(maps, cues).nanmean())
+            if data.masks is not None:
+                row[f"on object: {name}"] = float(energy_pointing_game(maps, data.masks).nanmean())
+        rows.append(row)
+    paired = {f"{name}: {method}": results[name][method]
+              for method in methods[:2] for name in models}
+    shown = min(4, len(data.images))
+    body = figure_html(
+        methods_figure(data.images[:shown], paired, masks=cues[:shown]),
+        "White outline: the shortcut cue. A model that cheats looks at the cue, not the object.")
+    body += (f"<p>Share of positive map energy on the cue (it covers {float(cues.float().mean()):.1%}"
+             f" of the image) and on the object, {len(data.images)} images, predicted class.</p>")
+    body += table_html(pd.DataFrame(rows))
+    return Section("Shortcuts", body, notes=[f"Settings: {settings}."])
+
+
+__all__ = ["section", "shortcut_section"]

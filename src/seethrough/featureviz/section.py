@@ -1,0 +1,126 @@
+"""The feature visualization section of a report, for any image model.
+
+For a few layers (``options.layers``, else three of the network's resolutions from the layer
+table, spread from shallow to the deepest): the units most active on the images, rendered by
+optimization (Olah et al. 2017) above the crops of the images where each unit fires most; the classes the model predicts most on the
+images, rendered. On images of at least 96 px, the synthesis methods on the images: DeepDream,
+feature inversion, texture synthesis and style transfer (the texture and style come from
+``data.extra["textures"]`` when given, else from the images themselves).
+
+Example:
+    >>> import torch, torchvision
+    >>> from seethrough.sections import SectionData, SectionOptions
+    >>> model = torchvision.models.resnet18(num_classes=4).eval()
+    >>> data = SectionData(torch.rand(2, 3, 32, 32))
+    >>> options = SectionOptions(quick=True, layers=["layer3"])
+    >>> section(model, data, options, steps=2).title
+    'Feature visualization'
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seethrough.core import model_device
+from seethrough.core.layer_table import layers_by_resolution, stage_layers
+from seethrough.featureviz import objectives as obj
+from seethrough.featureviz.figures import channel_figure, most_active_channels, row_html, top_crops
+from seethrough.featureviz.render import visualize
+from seethrough.featureviz.synthesis import deepdream, invert, synthesize_texture, transfer_style
+from seethrough.sections import Section, SectionData, SectionOptions
+from seethrough.viz.html import figure_html
+
+INTRO = ("<p>Images optimized to excite one unit (Olah et al. 2017): decorrelated Fourier "
+         "parameterization, Lucid's transformation robustness, Adam 0.05, redirected ReLU gradient "
+         "for the first 16 steps. Below each, the crops of the report's images where the unit "
+         "fires most.</p>")
+
+#: (layer) -> {unit: label}, e.g. the concept each unit detects (from a dissection)
+UnitLabels = Callable[[str], dict[int, str] | None]
+
+
+def _resized(images: torch.Tensor, size: int) -> torch.Tensor:
+    return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def _units_html(model, data, layers, steps, size, unit_labels) -> str:
+    body = ""
+    for layer in layers:
+        channels = most_active_channels(model, data.images, layer, 6)
+        result = visualize(model, obj.channel(layer, channels), steps=steps, size=size)
+        crops = top_crops(model, data.images, layer, channels)
+        labels = unit_labels(layer) if unit_labels else None
+        caption = (f"{layer}: channel visualizations (top row; {steps} steps, {size} px) above the "
+                   "image crops where each unit peaks (value = its max activation)"
+                   + ("; under the unit number, the concept it detects (IoU > 0.04)" if labels else ""))
+        short = layer.removeprefix("net.")
+        body += figure_html(channel_figure(short, result.images, channels, crops, labels), caption)
+    return body
+
+
+def _classes_html(model, data, steps) -> str:
+    with torch.no_grad():
+        predicted = model(data.images.to(model_device(model))).argmax(1).cpu()
+    classes = torch.unique(predicted, sorted=False)[:4].tolist()
+    names = getattr(model, "class_names", None) or []
+    result = visualize(model, obj.class_logit(classes), steps=steps,
+                       size=min(128, data.images.shape[-1]))
+    return "<h4>The predicted classes, rendered (logit)</h4>" + row_html(
+        result.images, [f"{c}: {names[c]}" if c < len(names) else str(c) for c in classes])
+
+
+def _synthesis_html(model, data, steps, quick) -> str:
+    small = _resized(data.images[:2], 128)
+    stages = stage_layers(model, (3, 128, 128))
+    if not stages:
+        return ""
+    deep = stages[len(stages) // 2]
+    dreams = deepdream(model, small, layer=deep, steps=5 if quick else 10)
+    body = f"<h4>DeepDream ({deep.removeprefix('net.')}, 4 octaves)</h4>" + row_html(
+        torch.cat([small, dreams]), [*data.names[:2], *(f"{n}, dreamed" for n in data.names[:2])])
+    first = small[:1]
+    inversions, captions = [first], ["original"]
+    for layer in (stages[len(stages) // 6], stages[len(stages) // 3], stages[3 * len(stages) // 4]):
+        inversions.append(invert(model, first, layer, steps=steps).images)
+        captions.append(f"inverted from {layer.removeprefix('net.')}")
+    body += "<h4>Feature inversion (Mahendran & Vedaldi 2015)</h4>" + row_html(
+        torch.cat(inversions), captions)
+    textures = data.extra.get("textures", data.images[1:3] if len(data.images) > 2 else data.images)
+    textures = _resized(textures, 112)
+    made, captions = [], []
+    for index, texture in enumerate(textures[:2]):
+        made += [texture[None], synthesize_texture(model, texture[None], steps=steps).images]
+        captions += [f"texture {index + 1}", f"texture {index + 1}, synthesized"]
+    body += "<h4>Texture synthesis (Gatys et al. 2015)</h4>" + row_html(torch.cat(made), captions)
+    style = _resized(textures[-1:], 128)
+    styled = transfer_style(model, first, style, steps=steps)
+    body += "<h4>Style transfer (Gatys et al. 2016)</h4>" + row_html(
+        torch.cat([first, style, styled.images]),
+        ["content", "style", f"styled (content {styled.settings['content_layer'].removeprefix('net.')})"])
+    return body
+
+
+def section(model: nn.Module, data: SectionData, options: SectionOptions, *,
+            unit_labels: UnitLabels | None = None, steps: int | None = None) -> Section:
+    """Feature visualization of ``model`` on ``data`` (see the module docstring).
+
+    ``unit_labels(layer)`` names units under their rendering (e.g. the concept a dissection
+    found); ``steps`` overrides the optimization steps (default 32 quick, 128 otherwise; units
+    of small models get twice as many).
+    """
+    start = time.perf_counter()
+    size = data.images.shape[-1]
+    steps = steps or (32 if options.quick else 128)
+    layers = options.layers or layers_by_resolution(model, tuple(data.images.shape[1:]), count=3)
+    unit_steps = steps * 2 if size < 96 else steps
+    body = INTRO + _units_html(model, data, layers, unit_steps, min(size, 112), unit_labels)
+    timings = [f"units {time.perf_counter() - start:.0f} s"]
+    body += _classes_html(model, data, steps)
+    if size >= 96:
+        body += _synthesis_html(model, data, steps, options.quick)
+    timings.append(f"total {time.perf_counter() - start:.0f} s")
+    return Section("Feature visualization", body, notes=["time: " + ", ".join(timings)])

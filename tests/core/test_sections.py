@@ -1,0 +1,88 @@
+"""Every family's report section runs on any model (random weights, 64 px) and chooses its own
+layers; the report composes them."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from seethrough.data import ConceptWorld
+from seethrough.sections import SectionData, SectionOptions
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(num_classes=8).eval()
+
+
+@pytest.fixture(scope="module")
+def data():
+    world = ConceptWorld("val", length=8, size=64)
+    batch = world.batch()
+    return SectionData(batch["image"], labels=batch["label"], masks=batch["object_mask"],
+                       concepts=world, extra={"cue_masks": batch["cue_mask"]})
+
+
+def _figures(body: str) -> int:
+    return body.count("data:image/png;base64,")
+
+
+def test_basic_sections(model, data, unchanged):
+    from seethrough.report import basics
+
+    with unchanged(model):
+        for function, title in [(basics.model_section, "Models"),
+                                (basics.predictions_section, "Predictions"),
+                                (basics.layers_section, "Layers"),
+                                (basics.filters_section, "First-layer filters"),
+                                (basics.concepts_section, "Concept data")]:
+            section = function(model, data, SectionOptions(quick=True))
+            assert section.title == title and section.body
+
+
+def test_attribution_sections_rank_on_masks_only_when_given(model, data, unchanged):
+    from seethrough.attribution.section import section as grid
+    from seethrough.evaluation.section import section as checked
+
+    options = SectionOptions(quick=True, methods=["saliency", "gradcam"])
+    with unchanged(model):
+        plain = grid(model, data, options)
+        ranked = checked(model, data, options)
+        unmasked = checked(model, SectionData(data.images), options)
+    assert _figures(plain.body) == 1 and "<table" not in plain.body
+    assert "pointing_game" in ranked.body and "sanity_spearman" in ranked.body
+    assert "<table" not in unmasked.body
+
+
+def test_shortcut_section_compares_models(model, data):
+    from seethrough.evaluation.section import shortcut_section
+
+    other = torchvision.models.resnet18(num_classes=8).eval()
+    section = shortcut_section({"a": model, "b": other}, data,
+                               SectionOptions(quick=True, methods=["saliency", "gradcam"]))
+    assert "on cue: a" in section.body and "on cue: b" in section.body and _figures(section.body) == 1
+
+
+def test_featureviz_section_chooses_layers_by_resolution(model, data, unchanged):
+    from seethrough.featureviz.section import section
+
+    with unchanged(model):
+        made = section(model, data, SectionOptions(quick=True), steps=2,
+                       unit_labels=lambda layer: {0: "label"})
+    assert made.title == "Feature visualization"
+    for layer in ("conv1", "layer2", "layer4"):  # one per resolution, three spread to the deepest
+        assert f"{layer}: channel visualizations" in made.body
+    assert "DeepDream" not in made.body  # synthesis needs images of 96 px or more
+
+
+def test_dissection_section(model, data, unchanged):
+    from seethrough.dissection.section import section
+
+    with unchanged(model):
+        made = section(model, data, SectionOptions(quick=True))
+    assert made.title == "Network Dissection" and _figures(made.body) >= 2
+    for layer in ("layer1", "layer2", "layer3", "layer4"):
+        assert f"<td>{layer}</td>" in made.body
+    with pytest.raises(Exception, match="concept dataset"):
+        section(model, SectionData(data.images), SectionOptions(quick=True))
