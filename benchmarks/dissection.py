@@ -66,7 +66,6 @@ FLOORS = ("plain", "channels-last")
 
 def speed(name, images, batch_size=50, rounds=7):
     from seethrough.core.layer_table import layers_by_resolution
-
     from seethrough.data import ConceptWorld
     from seethrough.dissection import dissect
 

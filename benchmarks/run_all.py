@@ -1,9 +1,11 @@
 """Run every benchmark, one process each, and save their tables under benchmarks/results/.
 
-Run: ``python benchmarks/run_all.py [--quick] [--only attribution,dissection]`` (``make bench``
-installs the peers first). Each benchmark prints a markdown table; this script shows its progress,
-writes the table to ``benchmarks/results/<name>[-quick]-<date>.md`` (atomically) and prints a
-summary of which ran. A benchmark that fails is reported and the others still run.
+Run: ``python benchmarks/run_all.py [--quick] [--rounds N] [--only attribution,dissection]``
+(``make bench`` installs the peers first). Each benchmark prints a markdown table; this script
+shows its progress, writes the table to ``benchmarks/results/<name>[-quick]-<date>.md``
+(atomically) and prints a summary of which ran. A benchmark that fails is reported and the others
+still run. ``--rounds`` is passed to the benchmarks that time interleaved rounds (default:
+theirs, 7).
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ BENCHMARKS = {
     "featureviz": ("featureviz.py", ["--steps", "4"]),
     "conceptworld": ("conceptworld.py", ["--n", "500"]),
 }
+#: the benchmarks that time interleaved rounds (``--rounds``)
+ROUNDS = {"attribution", "dissection", "featureviz"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="each benchmark's quick settings")
     parser.add_argument("--only", default=",".join(BENCHMARKS),
                         help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
+    parser.add_argument("--rounds", type=int,
+                        help=f"interleaved rounds for {', '.join(sorted(ROUNDS))}")
     args = parser.parse_args(argv)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in BENCHMARKS]
@@ -45,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in chosen:
         script, quick_args = BENCHMARKS[name]
         command = [sys.executable, str(HERE / script), *(quick_args if args.quick else [])]
+        if args.rounds is not None and name in ROUNDS:
+            command += ["--rounds", str(args.rounds)]
         print(f"== {name}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
         done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
         print(done.stdout)

@@ -183,7 +183,7 @@ def code_fingerprint() -> str:
 def run_demo(out_dir: str | Path = "seethrough-report", *, sections: list[str] | None = None,
              quick: bool = False, resume: bool = True, progress: bool | None = None) -> Path:
     """Build every section (or the chosen ones) and write ``OUT/report.html``; return its path."""
-    from seethrough.core.progress import progress_bar
+    from seethrough.progress import progress_bar
 
     out_dir = Path(out_dir)
     cache = out_dir / ".sections"

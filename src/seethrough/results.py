@@ -267,7 +267,7 @@ class Result:
 
     def _repr_html_(self) -> str:
         """A title, the head of the table and the plot inline: how a notebook shows the result."""
-        from seethrough.report.html import png_data_uri
+        from seethrough.viz.html import png_data_uri
 
         frame = self.to_frame()
         more = f"<p>{len(frame)} rows; first 20 shown</p>" if len(frame) > 20 else ""

@@ -27,8 +27,8 @@ from torch import nn
 
 from seethrough.core import Target, TargetSpec, check_images, layer_gradients, run_scope
 from seethrough.core.batching import chunks
-from seethrough.core.progress import progress_bar
 from seethrough.errors import InputError
+from seethrough.progress import progress_bar
 from seethrough.results import Result
 from seethrough.trace import Trace, resolve_layer
 

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from seethrough.core.progress import progress_bar
 from seethrough.errors import InputError
+from seethrough.progress import progress_bar
 
 #: methods that optimise a mask for hundreds of steps: left out unless asked for by name
 SLOW_METHODS = ("meaningful_perturbation", "extremal_perturbation")

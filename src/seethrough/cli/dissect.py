@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         frame = experiments.axis_alignment(model, last, data, draws=args.draws, **options)
         write_text_atomic(out / "axis.csv", frame.to_csv(index=False))
         _save(figures.axis_figure(frame), out / "axis.png")
-        print(experiments.summary(frame, "fraction").to_string(index=False))
+        print(figures.summary(frame, "fraction").to_string(index=False))
     elif args.experiment == "pca":
         frame = result.to_frame()
         top = frame[frame.layer == last].sort_values("iou", ascending=False).iloc[0]

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from seethrough.core.progress import progress_bar
 from seethrough.errors import InputError
+from seethrough.progress import progress_bar
 
 
 def chunks(total: int, batch_size: int, *, desc: str | None = None,

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seethrough.core.registry import Registry
 from seethrough.data.concepts import categories_of
 from seethrough.dissection.labels import LabelBatch, Vocabulary, collate
 from seethrough.dissection.run import dissect, unit_maps
@@ -88,7 +89,8 @@ def shuffle_transform(grid: int, seed: int = 0):
     return shuffled
 
 
-TRANSFORMS = {"noise": noise_transform, "rotation": rotation_transform, "shuffle": shuffle_transform}
+TRANSFORMS = Registry("experiment", {"noise": noise_transform, "rotation": rotation_transform,
+                                     "shuffle": shuffle_transform})
 
 
 def robustness(model: nn.Module, layers, dataset, *, kind: str = "noise", levels=None,
@@ -100,8 +102,7 @@ def robustness(model: nn.Module, layers, dataset, *, kind: str = "noise", levels
     """
     import pandas as pd
 
-    if kind not in TRANSFORMS:
-        raise InputError(f"kind must be one of {sorted(TRANSFORMS)}, not {kind!r}")
+    TRANSFORMS.get(kind)  # an unknown kind raises with the close names
     levels = LEVELS[kind] if levels is None else levels
     frames = []
     for level in (0, *levels):
@@ -296,11 +297,3 @@ def concept_pca(model: nn.Module, layer: str, dataset, concept: str, *, category
     loading = vh[0] * torch.sign(vh[0][vh[0].abs().argmax()])
     return ConceptPCA(name, concept, loading.float(), (variance / variance.sum())[:components].float(),
                       len(x))
-
-
-def summary(frame, by: str):
-    """Mean and std of unique detectors over draws per ``by`` and category."""
-    grouped = frame.groupby([by, "category"]).unique_detectors
-    out = grouped.agg(["mean", "std"]).reset_index()
-    out["std"] = out["std"].fillna(0.0)
-    return out

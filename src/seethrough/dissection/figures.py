@@ -9,12 +9,20 @@ Example:
 """
 from __future__ import annotations
 
-import html
+from typing import Protocol
 
 import numpy as np
-import torch
 
-from seethrough.dissection.result import Dissection
+
+class Dissected(Protocol):
+    """What the figures read of a dissection result (``Dissection``)."""
+
+    layers: dict
+    vocabulary: object
+    iou_threshold: float
+
+    def unique_detectors(self): ...
+
 
 CATEGORY_COLOURS = {"colour": "#d62728", "shape": "#1f77b4", "texture": "#2ca02c",
                     "scene": "#9467bd", "object": "#ff7f0e", "part": "#8c564b",
@@ -25,7 +33,7 @@ def _colour(category: str, index: int) -> str:
     return CATEGORY_COLOURS.get(category, f"C{index}")
 
 
-def counts_table(result: Dissection):
+def counts_table(result: Dissected):
     """Unique detectors as a layer x category table, layers in network order."""
     counts = result.unique_detectors()
     table = counts.pivot(index="layer", columns="category", values="unique_detectors")
@@ -34,7 +42,7 @@ def counts_table(result: Dissection):
     return table.rename_axis("layer").reset_index().rename_axis(None, axis=1)
 
 
-def detectors_figure(result: Dissection, title: str = ""):
+def detectors_figure(result: Dissected, title: str = ""):
     """Grouped bars: unique detectors per category for each layer."""
     from matplotlib.figure import Figure
 
@@ -86,7 +94,6 @@ def axis_figure(frame, title: str = ""):
     """Mean +- std unique detectors per category against the rotation fraction."""
     from matplotlib.figure import Figure
 
-    from seethrough.dissection.experiments import summary
 
     table = summary(frame, "fraction")
     fig = Figure(figsize=(4.2, 3.0))
@@ -125,40 +132,9 @@ def pca_figure(pca, top: int = 20):
     return fig
 
 
-def unit_strip(model, result: Dissection, layer: str, unit: int, dataset, *, k: int = 4,
-               size: int = 96) -> np.ndarray:
-    """The unit's top-k images side by side, dimmed outside the unit's thresholded mask."""
-    import torch.nn.functional as F
-
-    from seethrough.dissection.run import layer_activations
-
-    indices = [int(i) for i in result.layers[layer].top.indices[unit, :k]]
-    images = torch.stack([torch.as_tensor(dataset[i]["image"]).float() for i in indices])
-    acts = layer_activations(model, [layer], images)[layer][:, unit : unit + 1]
-    up = F.interpolate(acts, size=images.shape[-2:], mode="bilinear", align_corners=False)
-    mask = (up > float(result.layers[layer].thresholds[unit])).float()
-    shown = images.clamp(0, 1) * (0.25 + 0.75 * mask)
-    edge = (F.max_pool2d(mask, 3, 1, 1) - mask).clamp(0, 1)
-    shown = shown * (1 - edge) + edge * torch.tensor([1.0, 0.9, 0.0])[:, None, None]
-    shown = F.interpolate(shown, size=(size, size), mode="nearest")
-    pad = torch.ones(len(indices), 3, size, 4)
-    return torch.cat([torch.cat([s, p], -1) for s, p in zip(shown, pad)], -1).permute(1, 2, 0).numpy()
-
-
-def best_units_html(model, result: Dissection, dataset, *, per_layer: int = 4, k: int = 4) -> str:
-    """A table: for each layer's best units, concept, IoU and top images with their masks."""
-    from seethrough.viz.html import png_data_uri
-
-    rows = []
-    frame = result.to_frame()
-    for layer in result.layers:
-        best = frame[frame.layer == layer].sort_values("iou", ascending=False).head(per_layer)
-        for row in best.itertuples():
-            strip = unit_strip(model, result, layer, int(row.unit), dataset, k=k)
-            rows.append(
-                f"<tr><td>{html.escape(layer.replace('net.', ''))}</td><td>{row.unit}</td>"
-                f"<td>{html.escape(row.concept)}</td><td>{html.escape(row.category)}</td>"
-                f"<td>{row.iou:.3f}</td><td><img src=\"{png_data_uri(strip)}\"></td></tr>")
-    head = ("<tr><th>layer</th><th>unit</th><th>concept</th><th>category</th><th>IoU</th>"
-            "<th>top images (mask bright, outline yellow)</th></tr>")
-    return f'<table class="table">{head}{"".join(rows)}</table>'
+def summary(frame, by: str):
+    """Mean and std of unique detectors over draws per ``by`` and category."""
+    grouped = frame.groupby([by, "category"]).unique_detectors
+    out = grouped.agg(["mean", "std"]).reset_index()
+    out["std"] = out["std"].fillna(0.0)
+    return out

@@ -18,23 +18,27 @@ Example:
 """
 from __future__ import annotations
 
+import html
+
+import numpy as np
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from seethrough.core.layer_table import layers_by_resolution
 from seethrough.dissection.experiments import axis_alignment, concept_pca, robustness
 from seethrough.dissection.figures import (
     axis_figure,
-    best_units_html,
     counts_table,
     detectors_figure,
     pca_figure,
     robustness_figure,
 )
 from seethrough.dissection.result import Dissection
-from seethrough.dissection.run import dissect
+from seethrough.dissection.run import dissect, layer_activations
 from seethrough.errors import InputError
 from seethrough.sections import Section, SectionData, SectionOptions
-from seethrough.viz.html import figure_html, table_html
+from seethrough.viz.html import figure_html, png_data_uri, table_html
 
 #: the critiques' perturbations, at the levels the report shows
 PERTURBATIONS = (("noise", (1, 5, 10, 100)), ("rotation", (10, 45, 90)), ("shuffle", (4, 8)))
@@ -45,6 +49,39 @@ def unit_labels(result: Dissection, layer: str) -> dict[int, str]:
     frame = result.to_frame()
     return {int(r.unit): f"{r.concept} ({r.iou:.2f})" for r in frame[frame.layer == layer].itertuples()
             if r.detector}
+
+
+def unit_strip(model, result: Dissection, layer: str, unit: int, dataset, *, k: int = 4,
+               size: int = 96) -> np.ndarray:
+    """The unit's top-k images side by side, dimmed outside the unit's thresholded mask."""
+    indices = [int(i) for i in result.layers[layer].top.indices[unit, :k]]
+    images = torch.stack([torch.as_tensor(dataset[i]["image"]).float() for i in indices])
+    acts = layer_activations(model, [layer], images)[layer][:, unit : unit + 1]
+    up = F.interpolate(acts, size=images.shape[-2:], mode="bilinear", align_corners=False)
+    mask = (up > float(result.layers[layer].thresholds[unit])).float()
+    shown = images.clamp(0, 1) * (0.25 + 0.75 * mask)
+    edge = (F.max_pool2d(mask, 3, 1, 1) - mask).clamp(0, 1)
+    shown = shown * (1 - edge) + edge * torch.tensor([1.0, 0.9, 0.0])[:, None, None]
+    shown = F.interpolate(shown, size=(size, size), mode="nearest")
+    pad = torch.ones(len(indices), 3, size, 4)
+    return torch.cat([torch.cat([s, p], -1) for s, p in zip(shown, pad)], -1).permute(1, 2, 0).numpy()
+
+
+def best_units_html(model, result: Dissection, dataset, *, per_layer: int = 4, k: int = 4) -> str:
+    """A table: for each layer's best units, concept, IoU and top images with their masks."""
+    rows = []
+    frame = result.to_frame()
+    for layer in result.layers:
+        best = frame[frame.layer == layer].sort_values("iou", ascending=False).head(per_layer)
+        for row in best.itertuples():
+            strip = unit_strip(model, result, layer, int(row.unit), dataset, k=k)
+            rows.append(
+                f"<tr><td>{html.escape(layer.replace('net.', ''))}</td><td>{row.unit}</td>"
+                f"<td>{html.escape(row.concept)}</td><td>{html.escape(row.category)}</td>"
+                f"<td>{row.iou:.3f}</td><td><img src=\"{png_data_uri(strip)}\"></td></tr>")
+    head = ("<tr><th>layer</th><th>unit</th><th>concept</th><th>category</th><th>IoU</th>"
+            "<th>top images (mask bright, outline yellow)</th></tr>")
+    return f'<table class="table">{head}{"".join(rows)}</table>'
 
 
 def _experiments_html(model, layers, world, options, run) -> str:

@@ -24,8 +24,8 @@ from torch import nn
 from seethrough.core import Target, TargetSpec, check_images, model_device, run_scope
 from seethrough.core.blur import gaussian_blur
 from seethrough.core.inputs import as_maps
-from seethrough.core.progress import progress_bar
 from seethrough.errors import InputError
+from seethrough.progress import progress_bar
 
 #: RISE's blur for insertion (kernel 11 = radius 5, sigma 5 at 224 px)
 BLUR_RADIUS = 5

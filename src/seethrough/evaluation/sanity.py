@@ -30,8 +30,8 @@ from torch import nn
 
 from seethrough.core import Target, TargetSpec, check_images, run_scope
 from seethrough.core.inputs import as_maps
-from seethrough.core.progress import progress_bar
 from seethrough.errors import InputError
+from seethrough.progress import progress_bar
 from seethrough.results import Result
 from seethrough.trace import resolve_layer
 

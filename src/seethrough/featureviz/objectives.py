@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from seethrough.core.blur import gaussian_blur
+from seethrough.core.registry import Registry
 from seethrough.errors import InputError
 
 Units = int | Sequence[int]
@@ -214,17 +215,17 @@ def neuron(layer: str, units: Units, *, position: tuple[int, int] | None = None,
                      frozenset([layer]), batch_size=n_items)
 
 
-def layer(layer_name: str, *, batch: int | None = None) -> Objective:
+def layer(layer: str, *, batch: int | None = None) -> Objective:
     """DeepDream's objective: the mean squared activation of a whole layer."""
 
     def function(e: Evaluation) -> torch.Tensor:
-        values = e.activation(layer_name).pow(2).flatten(1).mean(1)
+        values = e.activation(layer).pow(2).flatten(1).mean(1)
         return _select(values, batch, None, "layer")
 
-    return Objective(function, f"layer({layer_name})" + _batch_text(batch), frozenset([layer_name]))
+    return Objective(function, f"layer({layer})" + _batch_text(batch), frozenset([layer]))
 
 
-def direction(layer_name: str, vector: torch.Tensor, *, cosine: bool = False,
+def direction(layer: str, vector: torch.Tensor, *, cosine: bool = False,
               batch: int | None = None) -> Objective:
     """Activation along a direction in channel space, averaged over positions.
 
@@ -234,11 +235,11 @@ def direction(layer_name: str, vector: torch.Tensor, *, cosine: bool = False,
     vector = torch.as_tensor(vector, dtype=torch.float32).flatten()
 
     def function(e: Evaluation) -> torch.Tensor:
-        activation = e.activation(layer_name)
+        activation = e.activation(layer)
         if activation.dim() == 3:
             activation = activation.transpose(1, 2)
         if activation.shape[1] != vector.numel():
-            raise InputError(f"direction has {vector.numel()} entries, layer {layer_name} has "
+            raise InputError(f"direction has {vector.numel()} entries, layer {layer} has "
                              f"{activation.shape[1]} channels")
         shape = (1, -1) + (1,) * (activation.dim() - 2)
         v = vector.to(activation.device).view(shape)
@@ -250,8 +251,8 @@ def direction(layer_name: str, vector: torch.Tensor, *, cosine: bool = False,
         return _select(values, batch, None, "direction")
 
     kind = "direction_cosine" if cosine else "direction"
-    return Objective(function, f"{kind}({layer_name}, |v|={vector.norm():.3g})" + _batch_text(batch),
-                     frozenset([layer_name]))
+    return Objective(function, f"{kind}({layer}, |v|={vector.norm():.3g})" + _batch_text(batch),
+                     frozenset([layer]))
 
 
 def class_logit(classes: Units, *, batch: int | None = None) -> Objective:
@@ -282,7 +283,7 @@ def gram(activation: torch.Tensor) -> torch.Tensor:
     return flat @ flat.transpose(1, 2) / flat.shape[2]
 
 
-def diversity(layer_name: str) -> Objective:
+def diversity(layer: str) -> Objective:
     """Lucid's diversity: minus the mean cosine similarity of each item's Gram matrix to the others'.
 
     Item ``i`` gets ``-sum_{j != i} cos(G_i, G_j) / N``; the batch total is Lucid's value. Add it
@@ -291,12 +292,12 @@ def diversity(layer_name: str) -> Objective:
     """
 
     def function(e: Evaluation) -> torch.Tensor:
-        grams = F.normalize(gram(e.activation(layer_name)).flatten(1), dim=1)
+        grams = F.normalize(gram(e.activation(layer)).flatten(1), dim=1)
         similarity = grams @ grams.T
         n = similarity.shape[0]
         return -(similarity.sum(1) - similarity.diagonal()) / n
 
-    return Objective(function, f"diversity({layer_name})", frozenset([layer_name]))
+    return Objective(function, f"diversity({layer})", frozenset([layer]))
 
 
 def interpolate(first: Objective, second: Objective) -> Objective:
@@ -355,30 +356,30 @@ def blur(sigma: float = 0.5) -> Objective:
 
 # -- losses for synthesis, as objectives (to maximize: they are negated) ----------------------
 
-def feature_match(layer_name: str, target: torch.Tensor) -> Objective:
+def feature_match(layer: str, target: torch.Tensor) -> Objective:
     """``-||phi(x) - phi_0||^2 / ||phi_0||^2`` (Mahendran & Vedaldi 2015, normalized L2 loss)."""
     target = target.detach()
     norm = target.flatten(1).pow(2).sum(1).clamp_min(1e-12)
 
     def function(e: Evaluation) -> torch.Tensor:
-        activation = e.activation(layer_name)
+        activation = e.activation(layer)
         goal = target.to(activation).expand_as(activation)
         return -(activation - goal).flatten(1).pow(2).sum(1) / norm.to(activation)
 
-    return Objective(function, f"feature_match({layer_name})", frozenset([layer_name]))
+    return Objective(function, f"feature_match({layer})", frozenset([layer]))
 
 
-def gram_match(layer_name: str, target_gram: torch.Tensor) -> Objective:
+def gram_match(layer: str, target_gram: torch.Tensor) -> Objective:
     """``-||G(x) - G_0||^2 / ||G_0||^2`` at one layer (Gatys et al. 2015, per-layer normalized)."""
     target_gram = target_gram.detach()
     norm = target_gram.flatten(1).pow(2).sum(1).clamp_min(1e-12)
 
     def function(e: Evaluation) -> torch.Tensor:
-        grams = gram(e.activation(layer_name))
+        grams = gram(e.activation(layer))
         goal = target_gram.to(grams).expand_as(grams)
         return -(grams - goal).flatten(1).pow(2).sum(1) / norm.to(grams)
 
-    return Objective(function, f"gram_match({layer_name})", frozenset([layer_name]))
+    return Objective(function, f"gram_match({layer})", frozenset([layer]))
 
 
 def _batch_text(batch: int | None) -> str:
@@ -386,9 +387,9 @@ def _batch_text(batch: int | None) -> str:
 
 
 #: constructors by name, for the CLI and for listing
-OBJECTIVES = {
+OBJECTIVES: Registry[Callable[..., Objective]] = Registry("objective", {
     "neuron": neuron, "channel": channel, "layer": layer, "direction": direction,
     "class_logit": class_logit, "class_probability": class_probability, "diversity": diversity,
     "interpolate": interpolate, "l1": l1, "l2": l2, "total_variation": total_variation,
     "alpha_norm": alpha_norm, "blur": blur, "feature_match": feature_match, "gram_match": gram_match,
-}
+})

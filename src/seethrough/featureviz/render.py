@@ -33,6 +33,7 @@ from seethrough.featureviz.objectives import Evaluation, Objective
 from seethrough.featureviz.params import ImageParam
 from seethrough.featureviz.transforms import Transforms
 from seethrough.layout import run_in_fast_layout
+from seethrough.progress import progress_bar
 from seethrough.relu_rules import relu_backward
 from seethrough.results import Result
 from seethrough.trace import StopForward, Trace
@@ -279,7 +280,7 @@ def visualize(model: nn.Module, objective: Objective, *, steps: int = 256,
               param: str = "fourier", decorrelate: bool = True, color_sqrt: torch.Tensor | None = None,
               transforms="standard", lr: float = 0.05, optimizer=torch.optim.Adam,
               redirect_relu_steps: int = 16, model_size: int | tuple[int, int] | None = None,
-              progress: bool = False) -> Visualization:
+              progress: bool | None = None) -> Visualization:
     """Render images that maximize ``objective`` (Lucid's ``render_vis``, Olah et al. 2017).
 
     Args:
@@ -299,8 +300,6 @@ def visualize(model: nn.Module, objective: Objective, *, steps: int = 256,
             canvas, ``size + 2 * pad - jitter``); set it for models of one input size (ViT).
         progress: show a tqdm bar.
     """
-    from tqdm.auto import tqdm
-
     if steps < 1:
         raise InputError("steps must be at least 1")
     renderer = Renderer(model, objective, size=size, batch=batch, seed=seed, param=param,
@@ -308,7 +307,7 @@ def visualize(model: nn.Module, objective: Objective, *, steps: int = 256,
                         optimizer=optimizer, redirect_relu_steps=redirect_relu_steps,
                         model_size=model_size)
     with renderer:
-        for _ in tqdm(range(steps), desc="visualize", disable=not progress, leave=False):
+        for _ in progress_bar(range(steps), "visualize", progress=progress, unit="step"):
             renderer.step()
     settings = {"steps": steps, "size": tuple(renderer.param.shape[-2:]), "param": param,
                 "decorrelate": decorrelate, "transforms": transforms if isinstance(transforms, str) else "custom",

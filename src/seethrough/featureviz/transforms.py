@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from seethrough.core.registry import Registry
 from seethrough.errors import InputError
 
 
@@ -69,14 +70,14 @@ def random_rotate(degrees: Sequence[float]) -> Step:
     return Step("rotate", choices=tuple(float(a) for a in degrees))
 
 
-PRESETS: dict[str, list[Step]] = {
+PRESETS: Registry[list[Step]] = Registry("transforms preset", {
     "standard": [pad(12, value=0.5), jitter(8), random_scale([1 + (i - 5) / 50 for i in range(11)]),
                  random_rotate(range(-10, 11)), jitter(4)],
     "distill": [pad(16, mode="reflect"), jitter(16), random_scale((1, 0.975, 1.025, 0.95, 1.05)),
                 random_rotate(range(-5, 6)), jitter(8)],
     "jitter": [jitter(4)],
     "none": [],
-}
+})
 
 
 class Transforms:
@@ -98,9 +99,7 @@ class Transforms:
         if name is None:
             return cls([])
         if isinstance(name, str):
-            if name not in PRESETS:
-                raise InputError(f"unknown transforms {name!r}; choose one of {', '.join(PRESETS)}")
-            return cls(PRESETS[name])
+            return cls(PRESETS.get(name))
         return cls(name)
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:

@@ -21,18 +21,17 @@ import torch.nn.functional as F
 
 from seethrough.atomic import atomic_path, write_text_atomic
 from seethrough.models.conceptnet import MEAN, STD, WEIGHTS_DIR, build_conceptnet
+from seethrough.progress import progress_bar
 
 DEFAULTS = {"n_train": 12_000, "n_val": 2_000, "epochs": 6, "batch_size": 128, "lr": 4e-3,
             "weight_decay": 5e-4, "size": 64}
 
 
-def generate(world, progress: bool = True, desc: str = "generate") -> tuple[torch.Tensor, torch.Tensor]:
+def generate(world, progress: bool | None = None, desc: str = "generate") -> tuple[torch.Tensor, torch.Tensor]:
     """All images of a ConceptWorld as a uint8 tensor (N, 3, H, W) and labels (N,)."""
-    from tqdm.auto import tqdm
-
     images = torch.empty(len(world), 3, world.size, world.size, dtype=torch.uint8)
     labels = torch.empty(len(world), dtype=torch.long)
-    for index in tqdm(range(len(world)), desc=desc, unit="img", disable=not progress, leave=False):
+    for index in progress_bar(range(len(world)), desc, unit="img", progress=progress):
         raw = world.generate(index)
         images[index] = torch.from_numpy(raw["image"]).permute(2, 0, 1)
         labels[index] = raw["label"]
@@ -54,7 +53,7 @@ def accuracy(model, images: torch.Tensor, labels: torch.Tensor, batch_size: int 
 
 
 def train_conceptnet(*, seed: int = 0, bias: float = 0.0, out: str | Path | None = None,
-                     progress: bool = True, **options) -> dict:
+                     progress: bool | None = None, **options) -> dict:
     """Train a ConceptNet; write ``OUT.safetensors`` and ``OUT.json`` (the card); return the card.
 
     Args:
@@ -95,8 +94,8 @@ def train_conceptnet(*, seed: int = 0, bias: float = 0.0, out: str | Path | None
         model.train()
         order = torch.randperm(len(labels), generator=order_generator)
         flips = torch.rand(len(labels), generator=order_generator) < 0.5
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{settings['epochs']}",
-                   disable=not progress, leave=False)
+        bar = progress_bar(range(steps_per_epoch), f"epoch {epoch + 1}/{settings['epochs']}",
+                           progress=progress)
         total = 0.0
         for step in bar:
             index = order[step * batch_size:(step + 1) * batch_size]

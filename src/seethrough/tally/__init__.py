@@ -40,10 +40,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from seethrough.core import check_images, run_scope
-from seethrough.core.progress import progress_bar
 from seethrough.data.concepts import unwrap
 from seethrough.errors import InputError
 from seethrough.layout import run_in_fast_layout
+from seethrough.progress import progress_bar
 from seethrough.tally.cache import ActivationCache, save_atomic
 from seethrough.tally.fingerprint import dataset_key, digest, model_digest
 from seethrough.trace import capture, resolve_layer

@@ -25,7 +25,7 @@ from seethrough.featureviz.render import Probe
 def deepdream(model: nn.Module, images: torch.Tensor, *, layer: str | None = None,
               objective: obj.Objective | None = None, octaves: int = 4, octave_scale: float = 1.4,
               steps: int = 10, step_size: float = 1.5 / 255, jitter: int = 32, seed: int = 0,
-              progress: bool = False) -> torch.Tensor:
+              progress: bool | None = None) -> torch.Tensor:
     """Return ``images`` (N, 3, H, W in [0, 1]) dreamed by ``layer`` (or ``objective``)."""
     from tqdm.auto import tqdm
 
@@ -44,7 +44,8 @@ def deepdream(model: nn.Module, images: torch.Tensor, *, layer: str | None = Non
     pyramid = [F.interpolate(base, size=s, mode="bilinear", align_corners=False, antialias=True)
                for s in sizes]
     detail = torch.zeros_like(pyramid[-1])
-    bar = tqdm(total=octaves * steps, desc="deepdream", disable=not progress, leave=False)
+    bar = tqdm(total=octaves * steps, desc="deepdream", disable=None if progress is None else not progress,
+               leave=False)
     with Probe(model, objective) as probe:
         for octave in reversed(range(octaves)):
             base_octave = pyramid[octave]

@@ -21,6 +21,7 @@ from torch import nn
 from seethrough.errors import InputError
 from seethrough.featureviz import objectives as obj
 from seethrough.featureviz.render import Renderer, Visualization
+from seethrough.progress import progress_bar
 from seethrough.trace import capture
 
 
@@ -37,21 +38,19 @@ def inversion_objective(model: nn.Module, images: torch.Tensor, layer: str, *, t
 
 def invert(model: nn.Module, images: torch.Tensor, layer: str, *, steps: int = 200, lr: float = 0.05,
            tv_weight: float = 0.05, alpha_weight: float = 1e-3, param: str = "fourier",
-           transforms="none", seed: int = 0, progress: bool = False) -> Visualization:
+           transforms="none", seed: int = 0, progress: bool | None = None) -> Visualization:
     """Images (one per input) reconstructed from their features at ``layer``.
 
     The result's ``history`` holds the whole objective; ``feature_loss(model, layer, x, images)``
     gives the normalized feature distance alone.
     """
-    from tqdm.auto import tqdm
-
     if images.dim() != 4 or images.shape[1] != 3:
         raise InputError(f"invert needs (N, 3, H, W) images in [0, 1], got {tuple(images.shape)}")
     objective = inversion_objective(model, images, layer, tv_weight=tv_weight, alpha_weight=alpha_weight)
     renderer = Renderer(model, objective, size=tuple(images.shape[-2:]), batch=images.shape[0],
                         seed=seed, param=param, transforms=transforms, lr=lr, redirect_relu_steps=0)
     with renderer:
-        for _ in tqdm(range(steps), desc="invert", disable=not progress, leave=False):
+        for _ in progress_bar(range(steps), "invert", progress=progress, unit="step"):
             renderer.step()
     return Visualization(renderer.images(), renderer.history, objective.description,
                          {"layer": layer, "steps": steps, "tv_weight": tv_weight,

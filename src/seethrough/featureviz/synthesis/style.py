@@ -25,6 +25,7 @@ from seethrough.errors import InputError
 from seethrough.featureviz import objectives as obj
 from seethrough.featureviz.render import Renderer, Visualization
 from seethrough.featureviz.synthesis.texture import target_grams
+from seethrough.progress import progress_bar
 from seethrough.trace import capture
 
 
@@ -32,10 +33,8 @@ def transfer_style(model: nn.Module, content: torch.Tensor, style: torch.Tensor,
                    content_layer: str | None = None, style_layers: Sequence[str] | None = None,
                    content_weight: float = 1.0, style_weight: float = 10.0, steps: int = 200,
                    lr: float = 0.02, param: str = "pixel", seed: int = 0,
-                   progress: bool = False) -> Visualization:
+                   progress: bool | None = None) -> Visualization:
     """``content`` (N, 3, H, W) repainted with the style of ``style`` (1, 3, h, w)."""
-    from tqdm.auto import tqdm
-
     for name, image in (("content", content), ("style", style)):
         if image.dim() != 4 or image.shape[1] != 3:
             raise InputError(f"{name} must be (N, 3, H, W) in [0, 1], got {tuple(image.shape)}")
@@ -52,7 +51,7 @@ def transfer_style(model: nn.Module, content: torch.Tensor, style: torch.Tensor,
     renderer = Renderer(model, objective, batch=content.shape[0], seed=seed, param=param,
                         transforms="none", lr=lr, redirect_relu_steps=0, init=content)
     with renderer:
-        for _ in tqdm(range(steps), desc="style", disable=not progress, leave=False):
+        for _ in progress_bar(range(steps), "style", progress=progress, unit="step"):
             renderer.step()
     return Visualization(renderer.images(), renderer.history, objective.description,
                          {"content_layer": content_layer, "style_layers": style_layers,

@@ -23,6 +23,7 @@ from seethrough.core.layer_table import spread, stage_layers
 from seethrough.errors import InputError
 from seethrough.featureviz import objectives as obj
 from seethrough.featureviz.render import Renderer, Visualization
+from seethrough.progress import progress_bar
 from seethrough.trace import capture
 
 
@@ -44,10 +45,8 @@ def default_texture_layers(model: nn.Module, input_shape) -> list[str]:
 def synthesize_texture(model: nn.Module, texture: torch.Tensor, *, layers: Sequence[str] | None = None,
                        size: int | tuple[int, int] | None = None, batch: int = 1, steps: int = 200,
                        lr: float = 0.05, param: str = "fourier", transforms="none", seed: int = 0,
-                       progress: bool = False) -> Visualization:
+                       progress: bool | None = None) -> Visualization:
     """New images with the texture statistics of ``texture`` (1, 3, H, W)."""
-    from tqdm.auto import tqdm
-
     if texture.dim() != 4 or texture.shape[1] != 3:
         raise InputError(f"texture needs a (1, 3, H, W) image in [0, 1], got {tuple(texture.shape)}")
     layers = list(layers or default_texture_layers(model, tuple(texture.shape[1:])))
@@ -55,7 +54,7 @@ def synthesize_texture(model: nn.Module, texture: torch.Tensor, *, layers: Seque
     renderer = Renderer(model, objective, size=size or tuple(texture.shape[-2:]), batch=batch, seed=seed,
                         param=param, transforms=transforms, lr=lr, redirect_relu_steps=0)
     with renderer:
-        for _ in tqdm(range(steps), desc="texture", disable=not progress, leave=False):
+        for _ in progress_bar(range(steps), "texture", progress=progress, unit="step"):
             renderer.step()
     return Visualization(renderer.images(), renderer.history, objective.description,
                          {"layers": layers, "steps": steps})

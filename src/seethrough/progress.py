@@ -18,10 +18,9 @@ AUTO = None
 
 def progress_bar(items: Iterable[Item], desc: str, *, progress: bool | None = AUTO,
                  total: int | None = None, unit: str = "batch", leave: bool = False) -> Iterable[Item]:
-    """``items`` wrapped in a tqdm bar as ``progress`` says (see the module docstring)."""
-    if progress is False:
-        return items
+    """``items`` wrapped in a tqdm bar as ``progress`` says (see the module docstring); a
+    disabled bar still takes ``set_postfix`` and ``write``."""
     from tqdm.auto import tqdm
 
     return tqdm(items, desc=desc, total=total, unit=unit, leave=leave,
-                disable=None if progress is None else False)
+                disable=None if progress is None else not progress)
