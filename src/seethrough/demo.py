@@ -26,7 +26,7 @@ import torch
 
 from seethrough.atomic import write_text_atomic
 from seethrough.core import Registry
-from seethrough.report import Section, SectionData, SectionOptions, write_report
+from seethrough.reporting import Section, SectionData, SectionOptions, write_report
 
 
 @dataclass
@@ -137,14 +137,14 @@ class Entry:
 
 #: key -> entry; the order of the report
 SECTIONS: Registry[Entry] = Registry("report section", {
-    "models": Entry("Models", _family("seethrough.report.basics:model_section"),
+    "models": Entry("Models", _family("seethrough.reporting.basics:model_section"),
                     (PHOTOS, WORLD, CHEATER)),
-    "predictions": Entry("Predictions", _family("seethrough.report.basics:predictions_section"),
+    "predictions": Entry("Predictions", _family("seethrough.reporting.basics:predictions_section"),
                          (PHOTOS, WORLD)),
-    "layers": Entry("Layers", _family("seethrough.report.basics:layers_section"), (WORLD, PHOTOS)),
-    "filters": Entry("First-layer filters", _family("seethrough.report.basics:filters_section"),
+    "layers": Entry("Layers", _family("seethrough.reporting.basics:layers_section"), (WORLD, PHOTOS)),
+    "filters": Entry("First-layer filters", _family("seethrough.reporting.basics:filters_section"),
                      (PHOTOS, WORLD)),
-    "conceptworld": Entry("ConceptWorld", _family("seethrough.report.basics:concepts_section"),
+    "conceptworld": Entry("ConceptWorld", _family("seethrough.reporting.basics:concepts_section"),
                           (WORLD, CHEATER)),
     "attribution": Entry("Attribution", _family("seethrough.evaluation.section:section"),
                          (PHOTOS, WORLD), then=_shortcut),

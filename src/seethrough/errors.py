@@ -44,3 +44,7 @@ class WeightsError(SeethroughError):
 
 class ModelNotFoundError(InputError):
     """A model name that is neither bundled nor a torchvision architecture."""
+
+
+class SkippedInputWarning(UserWarning):
+    """An input file that could not be used and was left out (the message names it and why)."""

@@ -48,7 +48,7 @@ def preserve(model: nn.Module):
             modules, training, children, hooks, forwards
         ):
             module.training = mode
-            if module._modules != kids:
+            if isinstance(module._modules, dict) and module._modules != kids:  # not TorchScript's
                 module._modules.clear()
                 module._modules.update(kids)
             for attr in HOOK_DICTS:

@@ -21,12 +21,21 @@ import torch
 
 @dataclass
 class Section:
-    """A titled block of HTML; ``anchor`` is derived from the title when not given."""
+    """A titled block of HTML; ``anchor`` is derived from the title when not given.
+
+    Attributes:
+        facts: the section's headline numbers (JSON values), for the report's summary and its
+            ``report.json``, e.g. ``{"border_share": 0.31}``.
+        tables: its tables as records (``frame.to_dict("records")``), written beside the
+            report as CSV files.
+    """
 
     title: str
     body: str
     anchor: str = ""
     notes: list[str] = field(default_factory=list)
+    facts: dict = field(default_factory=dict)
+    tables: dict[str, list[dict]] = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.anchor:

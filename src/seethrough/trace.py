@@ -226,6 +226,11 @@ class Trace:
         self._preserve.__enter__()
         try:
             for name, module in self.modules.items():
+                if isinstance(module, torch.jit.ScriptModule):
+                    raise InputError(
+                        f"layer {name!r} is compiled TorchScript, which takes no hooks: load the "
+                        "model as an nn.Module (a torch.save(model) file or package.module:function)"
+                        " for the methods that read layers")
                 self._handles.append(module.register_forward_hook(self._hook(name)))
         except BaseException:
             self.close()

@@ -7,7 +7,7 @@ import time
 import numpy as np
 from matplotlib.figure import Figure
 
-from seethrough.report import Section, figure_html, write_report
+from seethrough.reporting import Section, figure_html, write_report
 
 
 def test_report_is_self_contained(tmp_path):

@@ -29,7 +29,7 @@ def _figures(body: str) -> int:
 
 
 def test_basic_sections(model, data, unchanged):
-    from seethrough.report import basics
+    from seethrough.reporting import basics
 
     with unchanged(model):
         for function, title in [(basics.model_section, "Models"),

@@ -15,15 +15,58 @@ Example:
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from seethrough.attribution.compare import SLOW_METHODS, method_names, report_options, run_methods
 from seethrough.attribution.figures import methods_figure
+from seethrough.core import Target
 from seethrough.sections import Section, SectionData, SectionOptions
 from seethrough.viz.html import figure_html
 
 #: images shown in the grid
 SHOWN = 4
+#: the width of the border band, as a fraction of the image side, for ``border_share``
+BORDER = 0.1
+#: the method whose maps the summary reads (when it ran)
+HEADLINE = "gradcam"
+
+
+def border_share(maps: torch.Tensor, band: float = BORDER) -> torch.Tensor:
+    """Share of each map's positive energy within ``band`` of the image edge, ``(N,)``.
+
+    A model that looks at the object puts little there; evidence on the border (frames,
+    watermarks, padding) is a classic shortcut. The band covers ``1 - (1 - 2 band)^2`` of the
+    image (36 % for 0.1).
+
+    Example:
+        >>> maps = torch.zeros(1, 1, 10, 10); maps[..., 0, :] = 1
+        >>> border_share(maps).item()
+        1.0
+    """
+    positive = maps.detach().clamp(min=0)[:, 0]
+    height, width = positive.shape[-2:]
+    dy, dx = max(1, round(band * height)), max(1, round(band * width))
+    inner = positive[:, dy:height - dy, dx:width - dx].flatten(1).sum(1)
+    total = positive.flatten(1).sum(1)
+    return torch.where(total > 0, 1 - inner / total.clamp(min=1e-30), torch.zeros_like(total))
+
+
+def headline_facts(results: dict, data: SectionData) -> dict:
+    """What the summary says about where the model looks: border share, off-object share."""
+    method = HEADLINE if HEADLINE in results else next(iter(results))
+    maps = results[method][0].maps
+    facts = {"method": method, "border_share": float(border_share(maps).mean()),
+             "border_area": 1 - (1 - 2 * BORDER) ** 2}
+    if data.masks is not None:
+        from seethrough.core.inputs import as_maps
+
+        positive = as_maps(maps, size=data.masks.shape[-2:]).clamp(min=0)
+        inside = (positive * data.masks.to(positive.device)).flatten(1).sum(1)
+        total = positive.flatten(1).sum(1).clamp(min=1e-30)
+        facts["off_object"] = float((1 - inside / total).mean())
+        facts["object_area"] = float(data.masks.float().mean())
+    return facts
 
 
 def attribute_all(model: nn.Module, data: SectionData, options: SectionOptions
@@ -34,11 +77,14 @@ def attribute_all(model: nn.Module, data: SectionData, options: SectionOptions
     if options.methods is None and size <= 128 and not options.quick:
         methods = methods + list(SLOW_METHODS)
     settings = report_options(options.quick, image_size=size)
-    target = data.labels if data.labels is not None else "predicted"
+    target = "predicted"
+    if data.labels is not None:  # the true class where known, else the predicted one
+        target = Target(len(data.images), classes=data.labels.clone())
     results = run_methods(model, data.images, methods, target=target, options=settings,
                           progress=options.progress)
     notes = [f"Settings reduced for a CPU run: {settings}; other methods use their papers'. "
-             f"Explained: the {'true' if data.labels is not None else 'predicted'} class."]
+             f"Explained: the {'true class where known, else the ' if data.labels is not None else ''}"
+             "predicted class."]
     if size > 128 and options.methods is None:
         notes.append("Left out at this image size: " + ", ".join(SLOW_METHODS) + " (slow).")
     return results, notes
@@ -62,4 +108,5 @@ def grid_html(model: nn.Module, data: SectionData, results: dict) -> str:
 def section(model: nn.Module, data: SectionData, options: SectionOptions) -> Section:
     """Every attribution method on ``data`` (see the module docstring)."""
     results, notes = attribute_all(model, data, options)
-    return Section("Attribution", grid_html(model, data, results), notes=notes)
+    return Section("Attribution", grid_html(model, data, results), notes=notes,
+                   facts=headline_facts(results, data))

@@ -17,8 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "integrated_gradients --out attr-out",
     )
     parser.add_argument("model", help="model name: conceptnet, mobilenet_v2, torchvision:ARCH, ...")
-    parser.add_argument("images", nargs="*", help="image files (resized and centre-cropped to the "
-                        "model's input size)")
+    parser.add_argument("images", nargs="*", help="image files and folders (searched recursively; "
+                        "resized and centre-cropped to the model's input size; unreadable files "
+                        "are skipped with a warning)")
     parser.add_argument("--conceptworld", type=int, metavar="N",
                         help="use the first N ConceptWorld validation images instead of files")
     parser.add_argument("--bias", type=float, default=0.0,
@@ -61,11 +62,10 @@ def _target(spec: str, labels, count: int):
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
     from pathlib import Path
 
-    import torch
-
-    from seethrough.atomic import save_figure_atomic, write_text_atomic
+    from seethrough.atomic import ensure_writable, save_figure_atomic, write_text_atomic
     from seethrough.attribution.compare import method_names, report_options, run_methods
     from seethrough.attribution.figures import methods_figure
     from seethrough.errors import InputError
@@ -79,13 +79,18 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--batch-size must be positive, not {args.batch_size}")
     if args.steps < 1:
         raise InputError(f"--steps must be positive, not {args.steps}")
+    if args.images:
+        from seethrough.data.images import find_images
+
+        find_images(args.images)  # a missing path fails now, not after the model has loaded
+    out = ensure_writable(args.out)
     model = load_model(args.model, weights=args.weights)
     from seethrough.trace import resolve_layer
 
     if args.layer is not None:
         resolve_layer(model, args.layer)  # fail fast with close names
     size = model.input_size[-1]
-    masks = labels = None
+    masks = labels = photos = None
     if args.conceptworld is not None:
         from seethrough.data import ConceptWorld
 
@@ -99,15 +104,17 @@ def run(args: argparse.Namespace) -> int:
         labels = samples["label"].tolist()
         titles = [world.class_names[label] for label in labels]
     else:
-        from seethrough.data.photos import load_image
+        from seethrough.data.images import load_images
 
-        images = torch.stack([load_image(path, size) for path in args.images])
-        titles = [Path(path).name for path in args.images]
+        photos = load_images(args.images, size)
+        images = photos.images
+        # a file named explicitly: its file name; one found in a folder: its path in the folder
+        titles = [path.name if Path(name) == path else name
+                  for name, path in zip(photos.names, photos.paths)]
     target = _target(args.target, labels, len(images))
     results = run_methods(model, images, methods, target=target, layer=args.layer,
                           options=report_options(args.quick, image_size=size),
                           batch_size=args.batch_size)
-    out = Path(args.out)
     classes = getattr(model, "class_names", None) or []
     explained = next(iter(results.values()))[0].target
     if explained is not None:
@@ -122,4 +129,6 @@ def run(args: argparse.Namespace) -> int:
         write_text_atomic(out / "scores.csv", frame.to_csv(index=False))
         print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         print(f"scores written to {(out / 'scores.csv').resolve()}")
+    if photos is not None and photos.skipped:
+        print(f"seethrough attribute: {photos.describe()}", file=sys.stderr)
     return 0

@@ -22,8 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from seethrough.atomic import ensure_writable
     from seethrough.demo import run_demo
 
+    ensure_writable(args.out)
     path = run_demo(args.out, sections=args.sections, quick=args.quick, resume=not args.fresh)
     print(f"report written to {path.resolve()}")
     return 0

@@ -48,20 +48,17 @@ def _dataset(args, model):
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from seethrough.atomic import write_text_atomic
+    from seethrough.atomic import ensure_writable, write_text_atomic
     from seethrough.core.layer_table import layers_by_resolution
     from seethrough.dissection import dissect, experiments, figures
     from seethrough.errors import InputError
     from seethrough.models import load_model
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model = load_model(args.model, weights=args.weights)
-    data = _dataset(args, model)
     if args.batch_size < 1 or args.images < 1:
         raise InputError("--batch-size and --images must be positive")
+    out = ensure_writable(args.out)
+    model = load_model(args.model, weights=args.weights)
+    data = _dataset(args, model)
     image_shape = tuple(data[0]["image"].shape)
     layers = args.layers or layers_by_resolution(model, image_shape)[-3:]
     options = {"quantile": args.quantile, "iou_threshold": args.iou_threshold,

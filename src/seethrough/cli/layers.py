@@ -22,6 +22,12 @@ def run(args: argparse.Namespace) -> int:
     from seethrough.core.layer_table import layers
     from seethrough.models import load_model
 
+    if args.csv:
+        from pathlib import Path
+
+        from seethrough.atomic import ensure_writable
+
+        ensure_writable(Path(args.csv).parent, option="--csv")
     model = load_model(args.model, weights=args.weights)
     shape = None
     if args.size:

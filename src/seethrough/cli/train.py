@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from seethrough.atomic import ensure_writable
     from seethrough.errors import InputError
     from seethrough.models.train import DEFAULTS, train_conceptnet
 
@@ -34,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     options = {key: getattr(args, key) for key in DEFAULTS}
     if min(options["n_train"], options["n_val"], options["epochs"]) < 1:
         raise InputError("--n-train, --n-val and --epochs must be at least 1")
+    ensure_writable(Path(args.out).parent)
     card = train_conceptnet(seed=args.seed, bias=args.bias, out=args.out, **options)
     print(f"validation accuracy {card['val_accuracy']:.2%}"
           + (f", without the cue {card['val_unbiased_accuracy']:.2%}" if args.bias else "")

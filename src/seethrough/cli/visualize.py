@@ -4,6 +4,7 @@ Example:
     $ seethrough visualize mobilenet_v2 --layer features.10 --channels 0 1 2 --out viz
     $ seethrough visualize mobilenet_v2 --class 130 --steps 256 --out flamingo
     $ seethrough visualize mobilenet_v2 --mode deepdream --layer features.10 --image cat.jpg --out dream
+    $ seethrough visualize mobilenet_v2 --mode invert --layer features.10 photos/ --out inverted
 """
 from __future__ import annotations
 
@@ -18,17 +19,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="feature visualization (channels, classes) and DeepDream / inversion / texture / style",
         description="Optimize images that maximize channels of a layer (--layer L --channels ...) or "
         "a class logit (--class N), one image per channel or class; or, with --mode, dream, invert, "
-        "synthesize a texture or transfer a style from --image / --style-image. Writes PNGs to --out.",
+        "synthesize a texture or transfer a style from input images (files or folders, given as "
+        "arguments or with --image) and --style-image. Writes PNGs to --out.",
     )
     parser.add_argument("model", help="model name, e.g. mobilenet_v2, conceptnet or torchvision:resnet18")
+    parser.add_argument("images", nargs="*", help="input images for deepdream / invert / texture / "
+                        "style: files and folders (searched recursively); one output per image")
     parser.add_argument("--weights", help="local state-dict file for torchvision:ARCH")
     parser.add_argument("--mode", choices=MODES, default="features",
                         help="features (default): channels or classes; or a synthesis method")
     parser.add_argument("--layer", help="layer name (see `seethrough layers MODEL`)")
     parser.add_argument("--channels", type=int, nargs="+", help="channels of --layer, one image each")
     parser.add_argument("--class", dest="classes", type=int, nargs="+", help="class indices, one image each")
-    parser.add_argument("--image", help="input image for deepdream / invert / texture / style (content)")
-    parser.add_argument("--style-image", help="style image for --mode style")
+    parser.add_argument("--image", action="append", default=[],
+                        help="input image or folder for deepdream / invert / texture / style (the "
+                        "content); may be repeated, adds to the image arguments")
+    parser.add_argument("--style-image", help="style image (a file, or a folder holding one image) "
+                        "for --mode style")
     parser.add_argument("--steps", type=int, default=256, help="optimization steps (default 256)")
     parser.add_argument("--size", type=int, help="image size (default: the model's input size)")
     parser.add_argument("--transforms", default="standard",
@@ -39,24 +46,52 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    import sys
 
+    from seethrough.atomic import ensure_writable
+    from seethrough.data.images import find_images
     from seethrough.errors import InputError
     from seethrough.featureviz.figures import save_png
     from seethrough.models import load_model
 
     if args.steps < 1:
         raise InputError("--steps must be at least 1")
+    inputs = [*args.images, *args.image]
+    if args.mode == "features" and inputs:
+        raise InputError(f"--mode features takes no input images ({inputs[0]}); give --mode "
+                         "deepdream, invert, texture or style to use them")
+    if args.mode != "features" and not inputs:
+        raise InputError(f"--mode {args.mode} needs input images: files or folders, as "
+                         "arguments or with --image PATH")
+    find_images(inputs + ([args.style_image] if args.style_image else []))  # missing paths: now
+    out = ensure_writable(args.out)
     model = load_model(args.model, weights=args.weights)
     size = args.size or model.input_size[-1]
-    out = Path(args.out)
+    photos = None
     if args.mode == "features":
         images, names = _features(model, args, size)
     else:
-        images, names = _synthesis(model, args, size)
+        images, names, photos = _synthesis(model, args, size, inputs)
     for image, name in zip(images, names):
         print(save_png(image, out / f"{name}.png"))
+    if photos is not None and photos.skipped:
+        print(f"seethrough visualize: {photos.describe()}", file=sys.stderr)
     return 0
+
+
+def _output_names(base: str, names: list[str]) -> list[str]:
+    """``base`` for one input image, else ``base_<file name without suffix>`` per image (with
+    the folders in it when two files share a name)."""
+    from pathlib import PurePosixPath
+
+    if len(names) == 1:
+        return [base]
+    paths = [PurePosixPath(name.replace("\\", "/")) for name in names]
+    stems = [path.stem for path in paths]
+    if len(set(stems)) < len(stems):
+        stems = ["_".join(part for part in path.with_suffix("").parts if part not in ("/", "..", "."))
+                 for path in paths]
+    return [f"{base}_{stem}" for stem in stems]
 
 
 def _features(model, args, size):
@@ -80,28 +115,36 @@ def _features(model, args, size):
     return result.images, names
 
 
-def _synthesis(model, args, size):
-    from seethrough.data.photos import load_image
+def _synthesis(model, args, size, inputs):
+    import torch
+
+    from seethrough.data.images import load_images
     from seethrough.errors import InputError
     from seethrough.featureviz import synthesis
 
-    if not args.image:
-        raise InputError(f"--mode {args.mode} needs --image PATH")
-    image = load_image(args.image, size)[None]
+    if args.mode in ("deepdream", "invert") and not args.layer:
+        raise InputError(f"--mode {args.mode} needs --layer L")
+    if args.mode == "style" and not args.style_image:
+        raise InputError("--mode style needs --style-image PATH (and input images for the content)")
+    photos = load_images(inputs, size)
+    image = photos.images
+
+    def named(base):
+        return _output_names(base, photos.names)
+
     if args.mode == "deepdream":
-        if not args.layer:
-            raise InputError("--mode deepdream needs --layer L")
-        return synthesis.deepdream(model, image, layer=args.layer, seed=args.seed, progress=True), ["deepdream"]
+        dreams = synthesis.deepdream(model, image, layer=args.layer, seed=args.seed, progress=True)
+        return dreams, named("deepdream"), photos
     if args.mode == "invert":
-        if not args.layer:
-            raise InputError("--mode invert needs --layer L")
         result = synthesis.invert(model, image, args.layer, steps=args.steps, seed=args.seed, progress=True)
-        return result.images, [f"inversion_{args.layer}"]
+        return result.images, named(f"inversion_{args.layer}"), photos
     if args.mode == "texture":
-        result = synthesis.synthesize_texture(model, image, steps=args.steps, seed=args.seed, progress=True)
-        return result.images, ["texture"]
-    if not args.style_image:
-        raise InputError("--mode style needs --style-image PATH (and --image PATH for the content)")
-    style = load_image(args.style_image, size)[None]
-    result = synthesis.transfer_style(model, image, style, steps=args.steps, seed=args.seed, progress=True)
-    return result.images, ["style"]
+        textures = [synthesis.synthesize_texture(model, one[None], steps=args.steps, seed=args.seed,
+                                                 progress=True).images for one in image]
+        return torch.cat(textures), named("texture"), photos
+    styles = load_images([args.style_image], size)
+    if len(styles) != 1:
+        raise InputError(f"--style-image takes one image; {args.style_image} holds {len(styles)}")
+    result = synthesis.transfer_style(model, image, styles.images, steps=args.steps, seed=args.seed,
+                                      progress=True)
+    return result.images, named("style"), photos

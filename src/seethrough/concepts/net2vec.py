@@ -30,8 +30,8 @@ from seethrough.dissection.run import dissect, unit_maps
 from seethrough.dissection.upsample import bilinear_matrix, upsample
 from seethrough.errors import InputError
 from seethrough.results import Result
-from seethrough.tally import ActivationCache, tally
-from seethrough.tally.stats import Moments
+from seethrough.tallying import ActivationCache, tally
+from seethrough.tallying.stats import Moments
 from seethrough.trace import resolve_layer
 
 MODES = ("segmentation", "classification")
@@ -117,7 +117,7 @@ def net2vec(model: nn.Module, layer: str, train, val, *, mode: str = "segmentati
             progress: bool | None = None) -> Net2VecResult:
     """Learn one channel combination per concept on ``train``; compare on ``val`` (see module).
 
-    The model runs once over each dataset (``seethrough.tally``, activations kept in an
+    The model runs once over each dataset (``seethrough.tallying``, activations kept in an
     ``ActivationCache``); training epochs, the single-unit dissection and the scores read the
     cache."""
     if mode not in MODES:

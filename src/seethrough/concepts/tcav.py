@@ -31,7 +31,7 @@ from seethrough.data.concepts import categories_of
 from seethrough.dissection.labels import Vocabulary, collate
 from seethrough.errors import InputError
 from seethrough.results import Result
-from seethrough.tally import tally
+from seethrough.tallying import tally
 from seethrough.trace import resolve_layer
 
 
@@ -156,7 +156,7 @@ def tcav(model: nn.Module, layer: str, dataset, *, concepts: list[str], classes:
          progress: bool | None = None) -> TCAVResult:
     """TCAV scores with a t-test against random concepts; see the module docstring.
 
-    One ``seethrough.tally`` pass over the dataset gives the layer's activations, the class
+    One ``seethrough.tallying`` pass over the dataset gives the layer's activations, the class
     gradients, the class labels and the concepts' cover (``ClassGradients``)."""
     from scipy.stats import ttest_ind
 

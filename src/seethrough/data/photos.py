@@ -47,15 +47,13 @@ def center_crop_resize(image: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def load_image(path: str, size: int) -> torch.Tensor:
-    """Read an image file as a (3, size, size) tensor in [0, 1]; clear error if unreadable."""
-    from PIL import Image, UnidentifiedImageError
+    """Read an image file as a (3, size, size) tensor in [0, 1]; clear error if unreadable.
 
-    try:
-        with Image.open(path) as handle:
-            array = np.asarray(handle.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as error:
-        raise InputError(f"cannot read image {path}: {error.__class__.__name__}: {error}") from None
-    return center_crop_resize(to_tensor(array), size)
+    The same as ``seethrough.data.images.read_image`` (EXIF rotation, any mode, 16-bit).
+    """
+    from seethrough.data.images import read_image
+
+    return read_image(path, size)
 
 
 def sample_photos(names: Sequence[str] | None = None, size: int = 224):

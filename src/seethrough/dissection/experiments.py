@@ -33,8 +33,8 @@ from seethrough.dissection.labels import LabelBatch, Vocabulary, collate
 from seethrough.dissection.run import dissect, unit_maps
 from seethrough.errors import InputError
 from seethrough.results import Result
-from seethrough.tally import ActivationCache, tally
-from seethrough.tally.stats import Moments
+from seethrough.tallying import ActivationCache, tally
+from seethrough.tallying.stats import Moments
 from seethrough.trace import resolve_layer
 
 #: the paper's / critiques' settings

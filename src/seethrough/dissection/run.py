@@ -11,7 +11,7 @@ The algorithm of the paper, in two passes over a dataset with concept label maps
 
 Each unit gets its best concept; it is a detector when that IoU exceeds ``iou_threshold`` (0.04).
 
-Both passes are ``seethrough.tally`` passes over the dataset (any concept dataset, ``Subset``
+Both passes are ``seethrough.tallying`` passes over the dataset (any concept dataset, ``Subset``
 or ``ConcatDataset`` of one). The first keeps the activations (and labels) in an
 ``ActivationCache``, so the second pass reads them instead of running the model and the
 dataset again: the first ``cache_memory`` bytes (256 MiB) in memory, the rest on disk, so
@@ -52,7 +52,7 @@ from seethrough.dissection.upsample import (
 )
 from seethrough.errors import InputError
 from seethrough.layout import run_in_fast_layout
-from seethrough.tally import ActivationCache, read_checkpoint, tally
+from seethrough.tallying import ActivationCache, read_checkpoint, tally
 from seethrough.trace import capture, resolve_layer
 
 #: transform(images, labels, batch_index) -> (images, labels), applied before the model

@@ -126,4 +126,10 @@ def section(model: nn.Module, data: SectionData, options: SectionOptions) -> Sec
         body += figure_html(pca_figure(pca), f"PCA of {top.layer} activations (units standardized "
                             f"over the dataset) at '{top.concept}' pixels; best single unit by IoU: "
                             f"{top.unit}")
-    return Section("Network Dissection", body)
+    frame = result.to_frame()
+    best = frame[frame.detector].sort_values("iou", ascending=False).head(5)
+    facts = {"detectors": int(frame.detector.sum()), "units": len(frame),
+             "top": [{"layer": r.layer, "unit": int(r.unit), "concept": r.concept,
+                      "category": r.category, "iou": float(r.iou)} for r in best.itertuples()]}
+    return Section("Network Dissection", body, facts=facts,
+                   tables={"dissection": frame.to_dict("records")})

@@ -10,7 +10,7 @@ the same statistic of another shard, and saves and restores its state.
 
 Example:
     >>> import torch
-    >>> from seethrough.tally import Batch
+    >>> from seethrough.tallying import Batch
     >>> stat = LayerQuantiles("conv", bins=64)
     >>> stat.update(Batch(0, torch.arange(2), {"conv": torch.rand(2, 3, 4, 4)}))
     >>> stat.sketch.upper_quantile(0.5).shape
@@ -27,7 +27,7 @@ from seethrough.dissection.counts import IoUCounter, TopImages
 from seethrough.dissection.labels import Vocabulary
 from seethrough.dissection.mask_counts import Bands, mask_counts
 from seethrough.dissection.quantile import QuantileSketch
-from seethrough.tally import Batch
+from seethrough.tallying import Batch
 
 
 class _PerLayer(ABC):

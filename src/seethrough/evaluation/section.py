@@ -25,7 +25,7 @@ from torch import nn
 
 from seethrough.attribution.compare import report_options, run_methods
 from seethrough.attribution.figures import methods_figure
-from seethrough.attribution.section import attribute_all, grid_html
+from seethrough.attribution.section import attribute_all, grid_html, headline_facts
 from seethrough.evaluation.localization import energy_pointing_game
 from seethrough.evaluation.ranking import ranked, score_methods
 from seethrough.sections import Section, SectionData, SectionOptions
@@ -54,7 +54,53 @@ def section(model: nn.Module, data: SectionData, options: SectionOptions) -> Sec
         body += (f"<p>Methods ranked on {len(data.images)} images with known object masks. "
                  f"{html.escape(RANKING_TEXT)}</p>")
         body += table_html(ranked(frame))
-    return Section("Attribution", body, notes=notes)
+        tables = {"attribution_ranking": ranked(frame).to_dict("records")}
+    else:
+        tables = {}
+    return Section("Attribution", body, notes=notes, facts=headline_facts(results, data),
+                   tables=tables)
+
+
+def cascade_layers(model: nn.Module, stages: int = 5) -> list[str]:
+    """The randomization cascade of the report: the classifier, then ``stages`` of the network's
+    stages, top down (each re-initialised whole)."""
+    from seethrough.core.layer_table import spread, stage_layers
+
+    linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    found = spread(stage_layers(model), stages)[::-1]
+    return linears[-1:] + found if found or linears else [
+        name for name, child in model.named_children() if any(True for _ in child.parameters())][::-1]
+
+
+#: a map "ignores the model" when its Spearman correlation with the fully randomized model's
+#: map stays above this (Adebayo et al.'s edge detectors stay near 1)
+SANITY_LIMIT = 0.5
+
+
+def sanity_section(model: nn.Module, data: SectionData, options: SectionOptions) -> Section:
+    """Adebayo et al.'s cascading randomization for two methods: do the maps depend on the
+    weights? A method that passes loses its resemblance as the layers are re-initialised."""
+    from seethrough.evaluation.sanity import model_randomization
+
+    images = data.images[:4 if options.quick else 8]
+    layers = cascade_layers(model)
+    methods = options.methods or ["gradcam", "saliency"]
+    body, facts, notes = "", {}, []
+    settings = report_options(options.quick, image_size=images.shape[-1])
+    for method in methods:
+        check = model_randomization(model, images, method, layers=layers, progress=options.progress,
+                                    **settings.get(method, {}))
+        final = float(check.mean()[-1])
+        facts[method] = {"spearman": final, "passes": abs(final) < SANITY_LIMIT}
+        body += figure_html(check.plot(), f"{method}: Spearman correlation of |map| with the "
+                            "original as the layers are re-initialised from the top (lower: the "
+                            "map depends on the weights)")
+    verdict = [f"{m}: {'passes' if f['passes'] else 'FAILS'} (rho {f['spearman']:.2f})"
+               for m, f in facts.items()]
+    notes.append(f"{len(images)} images; cascade: {', '.join(layers)}; a method fails when "
+                 f"|rho| stays >= {SANITY_LIMIT} with every layer randomized.")
+    return Section("Sanity check", f"<p>{'; '.join(verdict)}.</p>" + body, notes=notes,
+                   facts=facts)
 
 
 def shortcut_section(models: dict[str, nn.Module], data: SectionData,
@@ -88,4 +134,4 @@ def shortcut_section(models: dict[str, nn.Module], data: SectionData,
     return Section("Shortcuts", body, notes=[f"Settings: {settings}."])
 
 
-__all__ = ["section", "shortcut_section"]
+__all__ = ["cascade_layers", "sanity_section", "section", "shortcut_section"]

@@ -37,6 +37,7 @@ from seethrough.models.normalize import (
     describe_normalization,
     resolve_normalization,
 )
+from seethrough.models.sources import is_source, module_from
 
 BUNDLED = ("conceptnet", "conceptnet_cheater")
 IMAGENET = ("mobilenet_v2", "efficientnet_lite0")
@@ -100,7 +101,12 @@ def _torchvision(arch: str, weights: str | Path | None, num_classes: int | None,
     if weights is not None:
         from seethrough.models.imagenet import read_state_dict
 
-        load_state(net, read_state_dict(weights), weights)
+        state = read_state_dict(weights)
+        found = _classes_in(net, state)
+        if num_classes is None and found is not None:  # a fine-tuned head: size it from the file
+            num_classes = found
+            net = tvm.get_model(arch, weights=None, **{**options, "num_classes": found})
+        load_state(net, state, weights)
         card["source"] = str(weights)
     size = 299 if arch.startswith("inception") else 224
     classes = None
@@ -110,6 +116,15 @@ def _torchvision(arch: str, weights: str | Path | None, num_classes: int | None,
         classes = imagenet_class_names()
     return ImageModel(net, normalize="imagenet" if normalize is DEFAULT else normalize,
                       input_size=(3, size, size), class_names=classes, card=card)
+
+
+def _classes_in(net: nn.Module, state: dict) -> int | None:
+    """The output count of the net's last linear layer as the state dict has it, if it differs."""
+    linears = [name for name, module in net.named_modules() if isinstance(module, nn.Linear)]
+    weight = state.get(f"{linears[-1]}.weight") if linears else None
+    if weight is None or weight.shape[0] == dict(net.named_modules())[linears[-1]].out_features:
+        return None
+    return int(weight.shape[0])
 
 
 def load_state(net: nn.Module, state: dict, source) -> None:
@@ -230,7 +245,8 @@ def load_model(
     ``ImageModel`` holds your module as ``net``, so it is put in eval mode too.
 
     Args:
-        model: a name (``list_models()``), or any ``nn.Module``.
+        model: a name (``list_models()``), a file saved with ``torch.save(model)`` or
+            TorchScript, ``package.module:function`` returning a model, or any ``nn.Module``.
         weights: a local state-dict file (.pth or .safetensors) for a ``torchvision:ARCH``, a
             registered model or a module.
         num_classes: size of the last layer for ``torchvision:ARCH``.
@@ -266,6 +282,9 @@ def load_model(
                             class_names=class_names, name=name)
     if name.startswith("torchvision:"):
         return _torchvision(name.split(":", 1)[1], weights, num_classes, normalize).eval()
+    if is_source(name):
+        return _from_module(module_from(name), weights=weights, normalize=normalize,
+                            input_size=input_size, class_names=class_names, name=name)
     known = list_models()
     close = difflib.get_close_matches(name, known, n=4) or difflib.get_close_matches(
         f"torchvision:{name}", known, n=4

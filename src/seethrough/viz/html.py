@@ -33,7 +33,8 @@ def png_data_uri(figure_or_array) -> str:
 def figure_html(figure, caption: str = "") -> str:
     """A figure as an inline ``<figure>`` with an optional caption."""
     caption_html = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
-    return f'<figure><img src="{png_data_uri(figure)}" alt="{html.escape(caption)}">{caption_html}</figure>'
+    return (f'<figure><img loading="lazy" src="{png_data_uri(figure)}" alt="{html.escape(caption)}">'
+            f"{caption_html}</figure>")
 
 
 def image_grid_html(images, captions: list[str], width: int = 160) -> str:
@@ -42,13 +43,37 @@ def image_grid_html(images, captions: list[str], width: int = 160) -> str:
     for image, caption in zip(images, captions):
         array = np.asarray(image.detach().cpu().permute(1, 2, 0) if hasattr(image, "permute") else image)
         cells.append(
-            f'<div class="cell"><img width="{width}" src="{png_data_uri(array)}">'
+            f'<div class="cell"><img loading="lazy" width="{width}" src="{png_data_uri(array)}" '
+            f'alt="{html.escape(caption)}">'
             f"<div>{html.escape(caption)}</div></div>"
         )
     return '<div class="grid">' + "".join(cells) + "</div>"
 
 
 def table_html(frame, float_format: str = "{:.3f}") -> str:
-    """A pandas DataFrame as an HTML table."""
-    return frame.to_html(index=False, border=0, classes="table",
-                         float_format=lambda v: float_format.format(v), escape=True)
+    """A pandas DataFrame as an HTML table (scrolls sideways on a narrow screen)."""
+    table = frame.to_html(index=False, border=0, classes="table",
+                          float_format=lambda v: float_format.format(v), escape=True)
+    return f'<div class="scroll">{table}</div>'
+
+
+def jpeg_data_uri(image, *, side: int = 96, quality: int = 80) -> str:
+    """A small JPEG thumbnail (longer side ``side`` px) of a CHW tensor / HxWx3 array in [0, 1]."""
+    from PIL import Image
+
+    array = np.asarray(image.detach().cpu().permute(1, 2, 0) if hasattr(image, "permute") else image)
+    if array.dtype != np.uint8:
+        array = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
+    picture = Image.fromarray(array)
+    picture.thumbnail((side, side))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def thumbnails_html(images, captions: list[str], *, side: int = 96) -> str:
+    """A lazily loaded gallery of small JPEG thumbnails with captions (scales to 1000s)."""
+    cells = [f'<div class="cell thumb"><img loading="lazy" width="{side}" height="{side}" '
+             f'src="{jpeg_data_uri(image, side=side)}" alt="{html.escape(caption)}">'
+             f"<div>{html.escape(caption)}</div></div>" for image, caption in zip(images, captions)]
+    return '<div class="grid gallery">' + "".join(cells) + "</div>"

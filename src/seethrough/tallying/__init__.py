@@ -44,8 +44,8 @@ from seethrough.data.concepts import unwrap
 from seethrough.errors import InputError
 from seethrough.layout import run_in_fast_layout
 from seethrough.progress import progress_bar
-from seethrough.tally.cache import ActivationCache, save_atomic
-from seethrough.tally.fingerprint import dataset_key, digest, model_digest
+from seethrough.tallying.cache import ActivationCache, save_atomic
+from seethrough.tallying.fingerprint import dataset_key, digest, model_digest
 from seethrough.trace import capture, resolve_layer
 
 __all__ = ["ActivationCache", "Batch", "Statistic", "batch_range", "merge_all", "read_checkpoint",

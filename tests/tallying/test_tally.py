@@ -13,8 +13,8 @@ from seethrough.dissection.labels import Vocabulary, collate
 from seethrough.dissection.run import unit_maps
 from seethrough.dissection.stats import LayerIoU, LayerQuantiles, LayerTopImages
 from seethrough.errors import InputError
-from seethrough.tally import ActivationCache, merge_all, read_checkpoint, tally
-from seethrough.tally.stats import Moments
+from seethrough.tallying import ActivationCache, merge_all, read_checkpoint, tally
+from seethrough.tallying.stats import Moments
 from tests.dissection.test_reference import small_cnn
 from tests.dissection.test_run import WORLD, same
 
@@ -163,7 +163,7 @@ def test_concept_pca_follows_the_method_a_planted_unit_leads_the_loading():
 def test_tcav_uses_the_layer_output_before_an_in_place_relu():
     """Regression: TCAV read the live activation, changed by the in-place ReLU after it."""
     from seethrough.concepts.tcav import ClassGradients
-    from seethrough.tally import Batch
+    from seethrough.tallying import Batch
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1),

@@ -6,7 +6,7 @@ the single-run answer to rounding.
 
 Example:
     >>> import torch
-    >>> from seethrough.tally import Batch
+    >>> from seethrough.tallying import Batch
     >>> x = torch.randn(6, 2, 3, 3)
     >>> m = Moments("l")
     >>> m.update(Batch(0, torch.arange(6), {"l": x}))
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from seethrough.tally import Batch
+from seethrough.tallying import Batch
 
 
 class Moments:

@@ -1,9 +1,9 @@
 """One self-contained HTML report: sections of HTML with figures inlined as PNG data URIs.
 
 Example:
-    >>> from seethrough.report import Section, figure_html, write_report
+    >>> from seethrough.reporting import Section, figure_html, write_report
 """
-from seethrough.report.html import write_report
+from seethrough.reporting.html import write_report
 from seethrough.sections import Section, SectionData, SectionOptions
 from seethrough.viz.html import figure_html, image_grid_html, png_data_uri, table_html
 

@@ -17,14 +17,19 @@ from seethrough.atomic import write_text_atomic
 from seethrough.sections import Section
 
 
-def write_report(path: str | Path, title: str, sections: list[Section]) -> Path:
-    """Render the sections into one HTML file, written atomically (no half-written report)."""
+def write_report(path: str | Path, title: str, sections: list[Section], *,
+                 beside: str = "") -> Path:
+    """Render the sections into one HTML file, written atomically (no half-written report).
+
+    ``beside`` says what else was written next to it (e.g. "figures/ and tables/")."""
     from jinja2 import Environment, PackageLoader, select_autoescape
 
-    env = Environment(loader=PackageLoader("seethrough.report", "templates"),
+    from seethrough import __version__
+
+    env = Environment(loader=PackageLoader("seethrough.reporting", "templates"),
                       autoescape=select_autoescape(["html", "j2"]))
     text = env.get_template("report.html.j2").render(
-        title=title, sections=sections,
+        title=title, sections=sections, version=__version__, beside=beside,
         created=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     )
     return write_text_atomic(path, text)

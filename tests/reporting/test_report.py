@@ -1,0 +1,110 @@
+"""`seethrough report` on a user-style model and folder, as a new user runs it."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from seethrough.sections import Section
+
+
+def _photo(size=(80, 60), seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.random((size[1], size[0], 3)) * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def user_files(tmp_path_factory):
+    """A torchvision model saved whole, its weights as a state dict, and a messy photo folder."""
+    root = tmp_path_factory.mktemp("user")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=5).eval()
+    torch.save(model, root / "model.pt")
+    torch.save(model.state_dict(), root / "weights.pth")
+    photos = root / "photos" / "nested"
+    photos.mkdir(parents=True)
+    Image.fromarray(_photo()).save(photos.parent / "a.jpg")
+    Image.fromarray(_photo(seed=1)[..., 0]).save(photos / "grey.png")
+    Image.fromarray(np.dstack([_photo(seed=2), np.full((60, 80), 128, np.uint8)])).save(
+        photos / "rgba.png")
+    Image.fromarray((np.linspace(1000, 3000, 64 * 64).reshape(64, 64)).astype(np.uint16)).save(
+        photos / "deep.png")
+    (photos / "broken.jpg").write_bytes((photos.parent / "a.jpg").read_bytes()[:200])
+    (photos / "notes.txt").write_text("not an image")  # not an image name: not looked at
+    (photos / "fake.jpg").write_text("not an image either")
+    (root / "classes.txt").write_text("\n".join(f"class {i}" for i in range(5)))
+    (root / "labels.csv").write_text("file,label\na.jpg,2\ngrey.png,class 1\n")
+    return root
+
+
+def test_report_of_a_user_model_from_the_command_line(user_files, tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "seethrough", "report", "--images", str(user_files / "photos"),
+         "torchvision:resnet18", "--weights", str(user_files / "weights.pth"),  # any order
+         "--quick", "--sections", "predictions", "attribution", "models",
+         "--classes", str(user_files / "classes.txt"), "--labels", str(user_files / "labels.csv"),
+         "--normalize", "imagenet", "--out", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "broken.jpg" in result.stderr and "fake.jpg" in result.stderr  # skipped, named
+    text = (out / "report.html").read_text()
+    assert text.index('id="summary"') < text.index('id="predictions"')
+    assert "May it be cheating?" in text and "accuracy" in text
+    document = json.loads((out / "report.json").read_text())
+    assert document["schema_version"] == 1 and document["settings"]["images"] == 4
+    assert {s["anchor"] for s in document["sections"]} >= {"summary", "predictions", "attribution"}
+    assert list((out / "figures").glob("*.png")) and list((out / "tables").glob("*.csv"))
+    assert not list(out.rglob("*.part"))
+
+
+def test_report_in_python_resumes_section_by_section(user_files, tmp_path, monkeypatch):
+    import seethrough
+    from seethrough.reporting import build
+
+    out = tmp_path / "out"
+    options = dict(quick=True, sections=["predictions", "layers"], out=out, progress=False)
+    seethrough.report(str(user_files / "model.pt"), user_files / "photos", **options)
+    calls = []
+    original = build._sections
+
+    def counting():
+        return {k: (t, lambda *a, f=f, k=k: calls.append(k) or f(*a))
+                for k, (t, f) in original().items()}
+
+    monkeypatch.setattr(build, "_sections", counting)
+    seethrough.report(str(user_files / "model.pt"), user_files / "photos", **options)
+    assert calls == []  # both sections came from the cache
+    seethrough.report(str(user_files / "model.pt"), user_files / "photos",
+                      **{**options, "sections": ["predictions", "filters"]})
+    assert calls == ["filters"]
+
+
+def test_bad_inputs_fail_before_any_work(user_files, tmp_path):
+    import seethrough
+    from seethrough.errors import InputError
+
+    blocked = tmp_path / "file.txt"
+    blocked.write_text("x")
+    with pytest.raises(InputError, match="cannot write"):
+        seethrough.report("nosuchmodel", user_files / "photos", out=blocked / "out")
+    (tmp_path / "five.txt").write_text("a\nb\n")
+    with pytest.raises(InputError, match="2 class names"):
+        seethrough.report(str(user_files / "model.pt"), user_files / "photos", quick=True,
+                          classes=tmp_path / "five.txt", out=tmp_path / "o", sections=["layers"])
+
+
+def test_summary_flags_a_model_that_looks_at_the_border():
+    from seethrough.reporting.summary import cheating_card
+
+    honest = cheating_card({"attribution": Section("Attribution", "", facts={
+        "method": "gradcam", "border_share": 0.2, "border_area": 0.36})})
+    cheat = cheating_card({"attribution": Section("Attribution", "", facts={
+        "method": "gradcam", "border_share": 0.8, "border_area": 0.36})})
+    assert 'class="ok"' in honest and 'class="flag"' in cheat
