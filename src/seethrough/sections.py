@@ -67,6 +67,17 @@ class SectionData:
         if self.names is None:
             self.names = [f"image {i}" for i in range(len(self.images))]
 
+    def first(self, count: int) -> SectionData:
+        """The first ``count`` images with their ground truth (``self`` when there are fewer)."""
+        if len(self.images) <= count:
+            return self
+        return SectionData(
+            self.images[:count], self.names[:count],
+            None if self.labels is None else self.labels[:count],
+            None if self.masks is None else self.masks[:count], self.concepts,
+            {k: v[:count] if isinstance(v, torch.Tensor) and len(v) == len(self.images) else v
+             for k, v in self.extra.items()})
+
 
 @dataclass
 class SectionOptions:

@@ -133,7 +133,7 @@ def test_attribute_skips_unreadable_files_with_a_warning_and_a_count(tmp_path, c
                  "--out", str(tmp_path / "out")]) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0] == "seethrough attribute: warning: skipped broken.jpg: not an image"
-    assert err[-1] == ("seethrough attribute: 3 files: 2 images (1 resized to 64 x 64), 1 skipped "
+    assert err[-1] == ("seethrough attribute: 3 files: 2 images (1 resized and centre-cropped to 64 x 64), 1 skipped "
                        "(broken.jpg: not an image)")
     assert (tmp_path / "out" / "attribution.png").exists()
 

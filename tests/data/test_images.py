@@ -178,7 +178,7 @@ def test_load_images_skips_broken_files_with_a_warning(tmp_path):
     assert messages == ["skipped text.jpg: not an image", "skipped x.jpg: truncated file",
                         f"skipped {folder / 'notes.txt'}: not an image"]
     assert photos.describe() == (
-        f"7 files: 4 images (4 resized to 24 x 24), 3 skipped (text.jpg: not an image; "
+        f"7 files: 4 images (4 resized and centre-cropped to 24 x 24), 3 skipped (text.jpg: not an image; "
         f"x.jpg: truncated file; {folder / 'notes.txt'}: not an image)")
 
 
@@ -188,7 +188,7 @@ def test_resized_counts_only_images_of_another_size(tmp_path):
     noise(40, 40).save(tmp_path / "big.png")
     photos = load_images([tmp_path], 16)
     assert photos.resized == 2 and photos.skipped == []
-    assert photos.describe() == "3 files: 3 images (2 resized to 16 x 16)"
+    assert photos.describe() == "3 files: 3 images (2 resized and centre-cropped to 16 x 16)"
 
 
 def test_same_names_in_two_folders_stay_apart(tmp_path):

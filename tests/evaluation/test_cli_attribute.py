@@ -21,7 +21,7 @@ def run(*argv: str) -> int:
     (["torchvision:resnet18", "--conceptworld", "1", "--methods", "gradcan"], InputError, "gradcan"),
     (["torchvision:resnet18"], InputError, "image files or --conceptworld"),
     (["torchvision:resnet18", "--conceptworld", "1", "--layer", "layer9"], LayerNotFoundError, "layer4"),
-    (["torchvision:resnet18", "/no/such.png"], InputError, "cannot read image"),
+    (["torchvision:resnet18", "/no/such.png"], InputError, "no such file or folder: /no/such.png"),
     (["torchvision:resnet18", "--conceptworld", "2", "--target", "1,2,3"], InputError, "3 classes for 2"),
 ])
 def test_bad_arguments_give_clear_errors(argv, error, match, tmp_path):

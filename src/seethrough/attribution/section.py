@@ -26,6 +26,8 @@ from seethrough.viz.html import figure_html
 
 #: images shown in the grid
 SHOWN = 4
+#: images every method runs on (half of it in a quick report); the rest get the headline method
+METHOD_IMAGES = 32
 #: the width of the border band, as a fraction of the image side, for ``border_share``
 BORDER = 0.1
 #: the method whose maps the summary reads (when it ran)
@@ -52,10 +54,16 @@ def border_share(maps: torch.Tensor, band: float = BORDER) -> torch.Tensor:
     return torch.where(total > 0, 1 - inner / total.clamp(min=1e-30), torch.zeros_like(total))
 
 
-def headline_facts(results: dict, data: SectionData) -> dict:
-    """What the summary says about where the model looks: border share, off-object share."""
+def headline_facts(model: nn.Module, results: dict, data: SectionData) -> dict:
+    """What the summary says about where the model looks, on every image of ``data``: the share
+    of the headline method's evidence on the border band, and off the object where known."""
     method = HEADLINE if HEADLINE in results else next(iter(results))
     maps = results[method][0].maps
+    if len(maps) < len(data.images):
+        from seethrough.attribution import attribute
+
+        options = {k: v for k, v in results[method][0].options.items() if k == "layer"}
+        maps = attribute(model, data.images, method=method, **options).maps
     facts = {"method": method, "border_share": float(border_share(maps).mean()),
              "border_area": 1 - (1 - 2 * BORDER) ** 2}
     if data.masks is not None:
@@ -70,8 +78,11 @@ def headline_facts(results: dict, data: SectionData) -> dict:
 
 
 def attribute_all(model: nn.Module, data: SectionData, options: SectionOptions
-                  ) -> tuple[dict, list[str]]:
-    """``{method: (Attribution, seconds)}`` on ``data.images`` and the notes that say how."""
+                  ) -> tuple[dict, list[str], SectionData]:
+    """``{method: (Attribution, seconds)}`` on the first ``METHOD_IMAGES`` images (fewer when
+    quick), the notes that say how, and those images' data."""
+    total = len(data.images)
+    data = data.first(METHOD_IMAGES // 2 if options.quick else METHOD_IMAGES)
     size = data.images.shape[-1]
     methods = options.methods or method_names(None)
     if options.methods is None and size <= 128 and not options.quick:
@@ -87,7 +98,10 @@ def attribute_all(model: nn.Module, data: SectionData, options: SectionOptions
              "predicted class."]
     if size > 128 and options.methods is None:
         notes.append("Left out at this image size: " + ", ".join(SLOW_METHODS) + " (slow).")
-    return results, notes
+    if total > len(data.images):
+        notes.append(f"Every method ran on the first {len(data.images)} of the {total} images; "
+                     f"the border share of the summary is {HEADLINE}'s on all of them.")
+    return results, notes, data
 
 
 def grid_html(model: nn.Module, data: SectionData, results: dict) -> str:
@@ -107,6 +121,6 @@ def grid_html(model: nn.Module, data: SectionData, results: dict) -> str:
 
 def section(model: nn.Module, data: SectionData, options: SectionOptions) -> Section:
     """Every attribution method on ``data`` (see the module docstring)."""
-    results, notes = attribute_all(model, data, options)
-    return Section("Attribution", grid_html(model, data, results), notes=notes,
-                   facts=headline_facts(results, data))
+    results, notes, shown = attribute_all(model, data, options)
+    return Section("Attribution", grid_html(model, shown, results), notes=notes,
+                   facts=headline_facts(model, results, data))

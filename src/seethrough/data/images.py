@@ -19,7 +19,7 @@ Example:
     >>> photos.images.shape, photos.names
     (torch.Size([1, 3, 16, 16]), ['red.png'])
     >>> photos.describe()
-    '2 files: 1 image (1 resized to 16 x 16), 1 skipped (notes.jpg: not an image)'
+    '2 files: 1 image (1 resized and centre-cropped to 16 x 16), 1 skipped (notes.jpg: not an image)'
 """
 from __future__ import annotations
 

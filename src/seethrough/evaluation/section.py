@@ -45,19 +45,19 @@ RANKING_TEXT = (
 
 def section(model: nn.Module, data: SectionData, options: SectionOptions) -> Section:
     """Every method on ``data``; ranked on the object masks when there are some."""
-    results, notes = attribute_all(model, data, options)
-    body = grid_html(model, data, results)
+    results, notes, shown = attribute_all(model, data, options)
+    body = grid_html(model, shown, results)
     if data.masks is not None:
-        frame = score_methods(model, data.images, results, masks=data.masks,
+        frame = score_methods(model, shown.images, results, masks=shown.masks,
                               sanity_images=4 if options.quick else 8,
-                              step=2 * data.images.shape[-1], progress=options.progress)
-        body += (f"<p>Methods ranked on {len(data.images)} images with known object masks. "
+                              step=2 * shown.images.shape[-1], progress=options.progress)
+        body += (f"<p>Methods ranked on {len(shown.images)} images with known object masks. "
                  f"{html.escape(RANKING_TEXT)}</p>")
         body += table_html(ranked(frame))
         tables = {"attribution_ranking": ranked(frame).to_dict("records")}
     else:
         tables = {}
-    return Section("Attribution", body, notes=notes, facts=headline_facts(results, data),
+    return Section("Attribution", body, notes=notes, facts=headline_facts(model, results, data),
                    tables=tables)
 
 
@@ -72,6 +72,8 @@ def cascade_layers(model: nn.Module, stages: int = 5) -> list[str]:
         name for name, child in model.named_children() if any(True for _ in child.parameters())][::-1]
 
 
+#: the methods the sanity section checks (a CAM and a gradient: the two families it tells apart)
+SANITY_METHODS = ("gradcam", "saliency")
 #: a map "ignores the model" when its Spearman correlation with the fully randomized model's
 #: map stays above this (Adebayo et al.'s edge detectors stay near 1)
 SANITY_LIMIT = 0.5
@@ -84,7 +86,8 @@ def sanity_section(model: nn.Module, data: SectionData, options: SectionOptions)
 
     images = data.images[:4 if options.quick else 8]
     layers = cascade_layers(model)
-    methods = options.methods or ["gradcam", "saliency"]
+    methods = [m for m in SANITY_METHODS if not options.methods or m in options.methods]
+    methods = (methods or list(options.methods))[:1 if options.quick else 2]
     body, facts, notes = "", {}, []
     settings = report_options(options.quick, image_size=images.shape[-1])
     for method in methods:

@@ -39,6 +39,9 @@ INTRO = ("<p>Images optimized to excite one unit (Olah et al. 2017): decorrelate
          "for the first 16 steps. Below each, the crops of the report's images where the unit "
          "fires most.</p>")
 
+#: images the units are chosen on and cropped from
+CROP_IMAGES = 200
+
 #: (layer) -> {unit: label}, e.g. the concept each unit detects (from a dissection)
 UnitLabels = Callable[[str], dict[int, str] | None]
 
@@ -113,6 +116,8 @@ def section(model: nn.Module, data: SectionData, options: SectionOptions, *,
     of small models get twice as many).
     """
     start = time.perf_counter()
+    total = len(data.images)
+    data = data.first(CROP_IMAGES)
     size = data.images.shape[-1]
     steps = steps or (32 if options.quick else 128)
     layers = options.layers or layers_by_resolution(model, tuple(data.images.shape[1:]), count=3)
@@ -123,4 +128,7 @@ def section(model: nn.Module, data: SectionData, options: SectionOptions, *,
     if size >= 96:
         body += _synthesis_html(model, data, steps, options.quick)
     timings.append(f"total {time.perf_counter() - start:.0f} s")
-    return Section("Feature visualization", body, notes=["time: " + ", ".join(timings)])
+    notes = ["time: " + ", ".join(timings)]
+    if total > len(data.images):
+        notes.append(f"Units and crops come from the first {len(data.images)} of the {total} images.")
+    return Section("Feature visualization", body, notes=notes)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -157,6 +158,7 @@ def report(model: str | nn.Module, images: str | Path | Sequence[str | Path], *,
                 continue
         title, function = available[section_key]
         torch.manual_seed(seed)
+        start = time.perf_counter()
         try:
             made = function(model, data, options)
             made.title = title
@@ -164,12 +166,17 @@ def report(model: str | nn.Module, images: str | Path | Sequence[str | Path], *,
             made.__post_init__()
         except SeethroughError as error:
             made = Section(title, f"<p class=\"note\">Left out: {error}</p>")
+        made.facts["seconds"] = round(time.perf_counter() - start, 2)
         made.notes.append(f"Regenerate: {command}")
         write_text_atomic(cached, json.dumps({**made.__dict__, "key": key}, default=str))
         built[section_key] = made
+    normalization = getattr(model, "card", {}).get("normalize", "its own")
+    if isinstance(normalization, dict):
+        normalization = ", ".join(f"{k} {tuple(round(v, 3) for v in values)}"
+                                  for k, values in normalization.items())
     model_line = (f"{name}: {sum(p.numel() for p in model.parameters()):,} parameters, input "
                   f"{'x'.join(map(str, getattr(model, 'input_size', ('?',))))}, "
-                  f"{outputs} outputs, normalization {model.card.get('normalize', 'its own')}")
+                  f"{outputs} outputs, normalization {normalization}")
     data_line = found.describe()
     summary = summary_section(model, data, built, model_line=model_line, data_line=data_line,
                               grid=_summary_grid(model, data))
