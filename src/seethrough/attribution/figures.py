@@ -11,6 +11,7 @@ Example:
 """
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import torch
@@ -51,7 +52,9 @@ def methods_figure(images: torch.Tensor, results: dict, *, masks: torch.Tensor |
             ax.set_yticks([])
             if row == 0:
                 ax.set_title("image" if col == 0 else names[col - 1].replace("_", " "), fontsize=7)
-        if row_titles is not None:
-            axes[row, 0].set_ylabel(row_titles[row], fontsize=7)
-    figure.subplots_adjust(wspace=0.03, hspace=0.03, left=0.02, right=0.99, top=0.95, bottom=0.01)
+        if row_titles is not None:  # wrapped, so long titles do not run into the next row
+            title = "\n".join(textwrap.wrap(str(row_titles[row]), 16, max_lines=3,
+                                             placeholder="..."))
+            axes[row, 0].set_ylabel(title, fontsize=6)
+    figure.subplots_adjust(wspace=0.03, hspace=0.05, left=0.06, right=0.99, top=0.95, bottom=0.01)
     return figure

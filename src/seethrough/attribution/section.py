@@ -26,7 +26,8 @@ from seethrough.viz.html import figure_html
 
 #: images shown in the grid
 SHOWN = 4
-#: images every method runs on (half of it in a quick report); the rest get the headline method
+#: images every method runs on up to 128 px (a quarter above; half of it in a quick report); the
+#: rest get the headline method
 METHOD_IMAGES = 32
 #: the width of the border band, as a fraction of the image side, for ``border_share``
 BORDER = 0.1
@@ -82,7 +83,8 @@ def attribute_all(model: nn.Module, data: SectionData, options: SectionOptions
     """``{method: (Attribution, seconds)}`` on the first ``METHOD_IMAGES`` images (fewer when
     quick), the notes that say how, and those images' data."""
     total = len(data.images)
-    data = data.first(METHOD_IMAGES // 2 if options.quick else METHOD_IMAGES)
+    count = METHOD_IMAGES if data.images.shape[-1] <= 128 else METHOD_IMAGES // 4
+    data = data.first(count // 2 if options.quick else count)
     size = data.images.shape[-1]
     methods = options.methods or method_names(None)
     if options.methods is None and size <= 128 and not options.quick:

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import html
+from dataclasses import replace
 
 from torch import nn
 
@@ -31,6 +32,8 @@ from seethrough.evaluation.ranking import ranked, score_methods
 from seethrough.sections import Section, SectionData, SectionOptions
 from seethrough.viz.html import figure_html, table_html
 
+#: deletion / insertion steps per image when there are no masks (RISE uses one row per step)
+FAITHFULNESS_STEPS = 16
 #: the methods compared in the shortcut section
 SHORTCUT_METHODS = ("saliency", "integrated_gradients", "gradcam", "scorecam", "occlusion")
 
@@ -55,8 +58,23 @@ def section(model: nn.Module, data: SectionData, options: SectionOptions) -> Sec
                  f"{html.escape(RANKING_TEXT)}</p>")
         body += table_html(ranked(frame))
         tables = {"attribution_ranking": ranked(frame).to_dict("records")}
-    else:
-        tables = {}
+    else:  # no ground truth: how faithful each map is, by deletion and insertion
+        count = min(len(shown.images), 4 if options.quick else 8)
+        subset = {name: (replace(result, maps=result.maps[:count], raw=None, goal=None,
+                                 target=None if result.target is None else result.target[:count]),
+                         seconds) for name, (result, seconds) in results.items()}
+        pixels = shown.images.shape[-2] * shown.images.shape[-1]
+        frame = score_methods(model, shown.images[:count], subset,
+                              step=-(-pixels // FAITHFULNESS_STEPS), progress=options.progress)
+        columns = ["method", "deletion", "insertion", "seconds_per_image"]
+        table = frame[columns].sort_values("deletion", kind="stable", ignore_index=True)
+        body += (f"<p>Without object masks, the methods are scored on how faithful their maps "
+                 f"are, on {count} images: deletion (lower is better) and insertion (higher is "
+                 f"better), the area under the probability of the explained class as pixels are "
+                 f"removed (to black) / restored (from a blur) in map order, in "
+                 f"{FAITHFULNESS_STEPS} steps (RISE). Time: seconds per image.</p>")
+        body += table_html(table)
+        tables = {"attribution_faithfulness": table.to_dict("records")}
     return Section("Attribution", body, notes=notes, facts=headline_facts(model, results, data),
                    tables=tables)
 
@@ -103,7 +121,7 @@ def sanity_section(model: nn.Module, data: SectionData, options: SectionOptions)
     notes.append(f"{len(images)} images; cascade: {', '.join(layers)}; a method fails when "
                  f"|rho| stays >= {SANITY_LIMIT} with every layer randomized.")
     return Section("Sanity check", f"<p>{'; '.join(verdict)}.</p>" + body, notes=notes,
-                   facts=facts)
+                   facts={"methods": facts})
 
 
 def shortcut_section(models: dict[str, nn.Module], data: SectionData,

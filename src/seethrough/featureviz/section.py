@@ -1,8 +1,9 @@
 """The feature visualization section of a report, for any image model.
 
 For a few layers (``options.layers``, else three of the network's resolutions from the layer
-table, spread from shallow to the deepest): the units most active on the images, rendered by
-optimization (Olah et al. 2017) above the crops of the images where each unit fires most; the classes the model predicts most on the
+table, spread from shallow to the deepest): the units that matter most for the classes the
+model predicts on the images (gradient x activation), rendered by optimization (Olah et al.
+2017) above the crops of the images where each unit fires most; the classes the model predicts most on the
 images, rendered. On images of at least 96 px, the synthesis methods on the images: DeepDream,
 feature inversion, texture synthesis and style transfer (the texture and style come from
 ``data.extra["textures"]`` when given, else from the images themselves).
@@ -25,10 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seethrough.attribution.channels import channel_attribution
 from seethrough.core import model_device
 from seethrough.core.layer_table import layers_by_resolution, stage_layers
 from seethrough.featureviz import objectives as obj
-from seethrough.featureviz.figures import channel_figure, most_active_channels, row_html, top_crops
+from seethrough.featureviz.figures import channel_figure, row_html, top_crops
 from seethrough.featureviz.render import visualize
 from seethrough.featureviz.synthesis import deepdream, invert, synthesize_texture, transfer_style
 from seethrough.sections import Section, SectionData, SectionOptions
@@ -39,8 +41,10 @@ INTRO = ("<p>Images optimized to excite one unit (Olah et al. 2017): decorrelate
          "for the first 16 steps. Below each, the crops of the report's images where the unit "
          "fires most.</p>")
 
-#: images the units are chosen on and cropped from
+#: images the units are cropped from
 CROP_IMAGES = 200
+#: images the units are chosen on (by their importance for the predicted classes)
+UNIT_IMAGES = 64
 
 #: (layer) -> {unit: label}, e.g. the concept each unit detects (from a dissection)
 UnitLabels = Callable[[str], dict[int, str] | None]
@@ -50,15 +54,23 @@ def _resized(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
 
 
+def important_channels(model: nn.Module, images: torch.Tensor, layer: str, count: int) -> list[int]:
+    """The ``count`` units of ``layer`` that matter most for the classes the model predicts on
+    ``images``: the largest mean gradient x activation of the predicted class's score."""
+    scores = channel_attribution(model, images, layer, "predicted").scores.mean(0)
+    return scores.topk(min(count, len(scores))).indices.tolist()
+
+
 def _units_html(model, data, layers, steps, size, unit_labels) -> str:
     body = ""
     for layer in layers:
-        channels = most_active_channels(model, data.images, layer, 6)
+        channels = important_channels(model, data.images[:UNIT_IMAGES], layer, 6)
         result = visualize(model, obj.channel(layer, channels), steps=steps, size=size)
         crops = top_crops(model, data.images, layer, channels)
         labels = unit_labels(layer) if unit_labels else None
-        caption = (f"{layer}: channel visualizations (top row; {steps} steps, {size} px) above the "
-                   "image crops where each unit peaks (value = its max activation)"
+        caption = (f"{layer}: the six units that matter most for the predicted classes (gradient "
+                   f"x activation), rendered (top row; {steps} steps, {size} px) above the image "
+                   "crops where each unit peaks (value = its max activation)"
                    + ("; under the unit number, the concept it detects (IoU > 0.04)" if labels else ""))
         short = layer.removeprefix("net.")
         body += figure_html(channel_figure(short, result.images, channels, crops, labels), caption)

@@ -65,11 +65,11 @@ def _detectors_card(sections: dict[str, Section]) -> str:
 
 def _sanity_card(sections: dict[str, Section]) -> str:
     made = sections.get("sanity")
-    if made is None or not made.facts:
+    if made is None or not made.facts.get("methods"):
         return ""
     lines = [f'{html.escape(m)}: <span class="{"ok" if f["passes"] else "flag"}">'
              f'{"passes" if f["passes"] else "fails"}</span> (rho {f["spearman"]:.2f} with every '
-             "layer randomized)" for m, f in made.facts.items()]
+             "layer randomized)" for m, f in made.facts["methods"].items()]
     return _card("Sanity check", lines, made.anchor)
 
 

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from seethrough.core import check_images, run_scope
+from seethrough.core import check_images, model_device, run_scope
 from seethrough.data.concepts import unwrap
 from seethrough.errors import InputError
 from seethrough.layout import run_in_fast_layout
@@ -223,6 +223,9 @@ def tally(
                 images, labels = transform(images, labels, number)
             yield number, indices, images, labels
 
+    device = model_device(model)
+    start_checked = [None]
+
     def source(start: int):
         """Every remaining batch: from the cache where it has it, else loaded and run."""
         number = start
@@ -232,6 +235,7 @@ def tally(
             number += 1
         if number >= batches.stop:
             return
+        start_checked[0] = number
         for number, indices, images, labels in loaded(number):
             if cache is not None and cache.has(number):
                 acts, indices, labels = cache.get(number)
@@ -239,7 +243,9 @@ def tally(
                 continue
             if model is None:
                 raise InputError(f"batch {number} is not in the cache and no model was given")
-            images = check_images(images, model, check_range=False, name="dataset images")
+            if number == start_checked[0]:  # the first batch: shape and channels, once
+                check_images(images, model, check_range=False, name="dataset images")
+            images = images.to(device)
             acts = {}
             if names:
                 trace = run_in_fast_layout(model, lambda: capture(model, images, names))
