@@ -223,8 +223,7 @@ def tally(
                 images, labels = transform(images, labels, number)
             yield number, indices, images, labels
 
-    device = model_device(model)
-    start_checked = [None]
+    device = model_device(model) if model is not None else torch.device("cpu")
 
     def source(start: int):
         """Every remaining batch: from the cache where it has it, else loaded and run."""
@@ -235,7 +234,7 @@ def tally(
             number += 1
         if number >= batches.stop:
             return
-        start_checked[0] = number
+        checked_at = number
         for number, indices, images, labels in loaded(number):
             if cache is not None and cache.has(number):
                 acts, indices, labels = cache.get(number)
@@ -243,7 +242,7 @@ def tally(
                 continue
             if model is None:
                 raise InputError(f"batch {number} is not in the cache and no model was given")
-            if number == start_checked[0]:  # the first batch: shape and channels, once
+            if number == checked_at:  # the first batch run: shape, type and channels, once
                 check_images(images, model, check_range=False, name="dataset images")
             images = images.to(device)
             acts = {}
