@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import enum
+from abc import ABC, abstractmethod
 import html
 import json
 import math
@@ -165,7 +166,7 @@ def load_result(folder: str | Path) -> Result:
     return getattr(importlib.import_module(TYPES[kind]), kind).load(folder)
 
 
-class Result:
+class Result(ABC):
     """Mixin of every result type: save / load a folder, a default plot, notebook HTML."""
 
     #: files of a saved folder (besides the extra tables, figures and images)
@@ -175,18 +176,18 @@ class Result:
     TENSORS: ClassVar[str] = "tensors.safetensors"
 
     # -- hooks each result implements ----------------------------------------------------------
+    @abstractmethod
     def _settings(self) -> dict:
         """Small values needed to rebuild the result (made JSON-safe by ``save``)."""
-        raise NotImplementedError
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         """Tensors needed to rebuild the result, by name."""
         return {}
 
     @classmethod
+    @abstractmethod
     def _from_saved(cls, settings: dict, tensors: dict[str, torch.Tensor]) -> Self:
         """Rebuild from ``_settings()`` (as read back from JSON) and ``_tensors()``."""
-        raise NotImplementedError
 
     def _tables(self) -> dict[str, DataFrame]:
         """Extra tables, written as ``<name>.csv``."""
@@ -207,13 +208,13 @@ class Result:
             type(self).__name__
 
     # -- the protocol --------------------------------------------------------------------------
+    @abstractmethod
     def to_frame(self) -> DataFrame:
         """The result as a pandas DataFrame."""
-        raise NotImplementedError
 
+    @abstractmethod
     def plot(self) -> Figure:
         """The result drawn in its default way, as a matplotlib Figure."""
-        raise NotImplementedError
 
     def save(self, folder: str | Path) -> Path:
         """Write the result into ``folder`` (created), every file atomically; return the folder."""
