@@ -36,10 +36,10 @@ Example:
 from __future__ import annotations
 
 import enum
-from abc import ABC, abstractmethod
 import html
 import json
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
