@@ -53,6 +53,12 @@ class Defaults:
 
         return load_model("conceptnet_cheater")
 
+    @cached_property
+    def shuffled(self):
+        from seethrough.models import load_model
+
+        return load_model("conceptnet_shuffled")
+
     def world(self, length: int, *, size: int = 64, bias: float = 0.0):
         from seethrough.data import ConceptWorld
 
@@ -70,6 +76,11 @@ class Defaults:
         if family == "featureviz":  # more images for the crops: textures and mirror images
             images = torch.cat([images, textures, images.flip(-1)])
             names = [*names, "brick", "grass", "gravel", *(f"{n}, mirrored" for n in names)]
+        if family == "represent":  # a labelled set: random crops of each photo and texture
+            from seethrough.data.photos import photo_crops
+
+            crops, sources, extra["class_names"] = photo_crops(6 if self.quick else 16)
+            extra["dataset"] = [{"image": c, "label": int(s)} for c, s in zip(crops, sources)]
         return SectionData(images, names, concepts=concepts, extra=extra)
 
     def conceptworld(self, family: str, *, bias: float = 0.0) -> SectionData:
@@ -80,8 +91,13 @@ class Defaults:
                     "featureviz": lambda: self.world(count)}.get(
             family, lambda: self.world(16, bias=bias))()
         names = [self.conceptnet.class_names[int(c)] for c in batch["label"]]
+        extra = {"cue_masks": batch["cue_mask"]}
+        if family == "represent":  # maps of many images; the memorizer's dimension profile
+            concepts = self.world(120 if self.quick else 400)
+            extra.update(dataset=self.world(300 if self.quick else 1000),
+                         compare={"trained on shuffled labels": self.shuffled})
         return SectionData(batch["image"], names, labels=batch["label"], masks=batch["object_mask"],
-                           concepts=concepts, extra={"cue_masks": batch["cue_mask"]})
+                           concepts=concepts, extra=extra)
 
 
 @dataclass(frozen=True)
@@ -115,6 +131,26 @@ def _featureviz(model, data, options):
         def labels(layer):
             return unit_labels(dissect(model, [layer], data.concepts, cache=False), layer)
     return section(model, data, options, unit_labels=labels)
+
+
+def _represent(model, data, options):
+    from seethrough.represent.section import section
+
+    unit_concepts = facets = None
+    if data.concepts is not None:
+        from seethrough.dissection import dissect
+        from seethrough.featureviz import objectives, visualize
+
+        def unit_concepts(layer):
+            found = dissect(model, [layer], data.concepts, cache=False, progress=False)
+            return found.iou(layer), found.vocabulary.names, found.concepts()
+
+        def facets(layer, unit):
+            objective = objectives.channel(layer, unit) + 1e2 * objectives.diversity(layer)
+            return visualize(model, objective, batch=4, steps=64 if options.quick else 256,
+                             size=data.images.shape[-1]).images
+    return section(model, data, options, compare=data.extra.get("compare"),
+                   unit_concepts=unit_concepts, facets=facets)
 
 
 def _shortcut(defaults: Defaults, options: SectionOptions) -> Section:
@@ -151,6 +187,7 @@ SECTIONS: Registry[Entry] = Registry("report section", {
     "featureviz": Entry("Feature visualization", _featureviz, (WORLD, PHOTOS)),
     "dissection": Entry("Network Dissection", _family("seethrough.dissection.section:section"),
                         (WORLD, PHOTOS)),
+    "represent": Entry("Representations", _represent, (WORLD, PHOTOS)),
 })
 
 

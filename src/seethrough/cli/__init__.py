@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Iterator
 
 #: subcommand modules, in the order `--help` lists them
-COMMANDS = ["demo", "report", "layers", "train", "attribute", "visualize", "dissect"]
+COMMANDS = ["demo", "report", "layers", "train", "attribute", "visualize", "dissect", "represent"]
 
 
 class IntermixedParser(argparse.ArgumentParser):

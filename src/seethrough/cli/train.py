@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="initialisation and batch order")
     parser.add_argument("--bias", type=float, default=0.0,
                         help="rate of the shortcut cue in the training world (0 = honest)")
+    parser.add_argument("--shuffle-labels", action="store_true",
+                        help="train on randomly permuted labels (a memorizer, for comparisons)")
     parser.add_argument("--out", default="conceptnet-trained/conceptnet",
                         help="path without suffix for the weights and card (default: %(default)s)")
     for key, value in DEFAULTS.items():
@@ -38,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     if min(options["n_train"], options["n_val"], options["epochs"]) < 1:
         raise InputError("--n-train, --n-val and --epochs must be at least 1")
     ensure_writable(Path(args.out).parent)
-    card = train_conceptnet(seed=args.seed, bias=args.bias, out=args.out, **options)
+    card = train_conceptnet(seed=args.seed, bias=args.bias, shuffle_labels=args.shuffle_labels,
+                            out=args.out, **options)
     print(f"validation accuracy {card['val_accuracy']:.2%}"
           + (f", without the cue {card['val_unbiased_accuracy']:.2%}" if args.bias else "")
           + f" in {card['train_seconds']:.0f} s; wrote {args.out}.safetensors and {args.out}.json")

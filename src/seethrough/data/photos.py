@@ -68,3 +68,30 @@ def sample_photos(names: Sequence[str] | None = None, size: int = 224):
             raise InputError(f"no sample photo {name!r}; choose from {sorted(PHOTOS) + list(TEXTURES)}")
         images.append(center_crop_resize(to_tensor(getattr(data, loader)()), size))
     return torch.stack(images), names
+
+
+def photo_crops(per_photo: int, size: int = 224, *, seed: int = 0
+                ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Random resized crops (a quarter to all of the area, aspect 3:4 to 4:3, half of them
+    mirrored) of every sample photo and texture: images ``(N, 3, size, size)``, the source of
+    each ``(N,)`` and the source names. A small labelled set for maps and neighbours.
+
+    Example:
+        >>> images, sources, names = photo_crops(2, size=32)
+        >>> images.shape, sources.tolist()[:4], names[:2]
+        (torch.Size([14, 3, 32, 32]), [0, 0, 1, 1], ['astronaut', 'cat'])
+    """
+    from torchvision.transforms import v2
+
+    names = [*PHOTOS, *TEXTURES]
+    photos, _ = sample_photos(names, size=size)
+    crop = v2.Compose([v2.RandomResizedCrop(size, scale=(0.25, 1.0), antialias=True),
+                       v2.RandomHorizontalFlip()])
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        images = torch.stack([crop(photo) for photo in photos for _ in range(per_photo)])
+    finally:
+        torch.random.set_rng_state(generator_state)
+    sources = torch.arange(len(names)).repeat_interleave(per_photo)
+    return images.clamp(0, 1), sources, names

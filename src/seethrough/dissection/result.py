@@ -49,6 +49,12 @@ class Dissection(Result):
         """(units, concepts) IoU of a layer under this result's union rule."""
         return self.layers[layer].counter.iou(self.union)
 
+    def concepts(self) -> dict[str, tuple[str, int]]:
+        """``{concept name: (category, label in that category's masks)}`` (``none`` left out)."""
+        return {name: (self.vocabulary.category_name(index),
+                       index - self.vocabulary.offsets[self.vocabulary.category_name(index)])
+                for index, name in enumerate(self.vocabulary.names) if index > 0}
+
     def best(self, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Per unit the best concept (global index) and its IoU."""
         iou = self.iou(layer)

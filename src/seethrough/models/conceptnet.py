@@ -66,7 +66,8 @@ def read_card(name: str) -> dict:
 
 
 def load_conceptnet(name: str = "conceptnet") -> nn.Module:
-    """The bundled ``conceptnet`` or ``conceptnet_cheater``, in eval mode, with its card."""
+    """A bundled ConceptNet (``conceptnet``, ``conceptnet_cheater``, ``conceptnet_shuffled``),
+    in eval mode, with its card."""
     from seethrough.models.imagenet import read_state_dict
 
     card = read_card(name)

@@ -52,13 +52,16 @@ def accuracy(model, images: torch.Tensor, labels: torch.Tensor, batch_size: int 
     return float(confusion.diag().sum()) / max(1, len(labels)), confusion
 
 
-def train_conceptnet(*, seed: int = 0, bias: float = 0.0, out: str | Path | None = None,
-                     progress: bool | None = None, **options) -> dict:
+def train_conceptnet(*, seed: int = 0, bias: float = 0.0, shuffle_labels: bool = False,
+                     out: str | Path | None = None, progress: bool | None = None,
+                     **options) -> dict:
     """Train a ConceptNet; write ``OUT.safetensors`` and ``OUT.json`` (the card); return the card.
 
     Args:
         seed: seeds the weights' initialisation and the order of batches (the world seed is 0).
         bias: rate of the shortcut cue in the training world (0 = honest; 1 = the "cheater").
+        shuffle_labels: train on a fixed random permutation of the labels (Zhang et al. 2017's
+            random-label memorizer; validation accuracy is then chance).
         out: path without suffix; ``None`` writes nothing.
         options: any of ``DEFAULTS`` (n_train, n_val, epochs, batch_size, lr, weight_decay, size).
     """
@@ -75,6 +78,8 @@ def train_conceptnet(*, seed: int = 0, bias: float = 0.0, out: str | Path | None
     size = settings["size"]
     train_world = ConceptWorld("train", length=settings["n_train"], size=size, bias=bias)
     images, labels = generate(train_world, progress, "train set")
+    if shuffle_labels:
+        labels = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))]
     val_sets = {"val": ConceptWorld("val", length=settings["n_val"], size=size, bias=bias)}
     if bias > 0:
         val_sets["val_unbiased"] = ConceptWorld("val", length=settings["n_val"], size=size,
@@ -90,6 +95,7 @@ def train_conceptnet(*, seed: int = 0, bias: float = 0.0, out: str | Path | None
         optimizer, max_lr=settings["lr"], total_steps=settings["epochs"] * steps_per_epoch)
     order_generator = torch.Generator().manual_seed(seed)
     history = []
+    train_subset = (images[:settings["n_val"]], labels[:settings["n_val"]])
     for epoch in range(settings["epochs"]):
         model.train()
         order = torch.randperm(len(labels), generator=order_generator)
@@ -111,7 +117,9 @@ def train_conceptnet(*, seed: int = 0, bias: float = 0.0, out: str | Path | None
             bar.set_postfix(loss=f"{loss.item():.3f}")
         model.eval()
         val_accuracy, _ = accuracy(model, *val_data["val"])
+        train_accuracy, _ = accuracy(model, *train_subset)
         history.append({"epoch": epoch + 1, "loss": total / steps_per_epoch,
+                        "train_accuracy": round(train_accuracy, 4),
                         "val_accuracy": round(val_accuracy, 4)})
         if progress:
             tqdm.write(f"epoch {epoch + 1}: loss {total / steps_per_epoch:.3f}, "
@@ -125,13 +133,16 @@ def train_conceptnet(*, seed: int = 0, bias: float = 0.0, out: str | Path | None
         "mean": list(MEAN),
         "std": list(STD),
         "seed": seed,
-        "data": {"world": "ConceptWorld", "world_seed": 0, "bias": bias, **settings},
+        "data": {"world": "ConceptWorld", "world_seed": 0, "bias": bias,
+                 "shuffle_labels": shuffle_labels, **settings},
         "training_command": f"seethrough train --seed {seed} --bias {bias} "
+        + ("--shuffle-labels " if shuffle_labels else "")
         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in settings.items())
         + (f" --out {out}" if out else ""),
         "history": history,
         "torch": torch.__version__,
     }
+    card["train_accuracy"] = history[-1]["train_accuracy"]
     for name, data in val_data.items():
         value, confusion = accuracy(model, *data)
         card[f"{name}_accuracy"] = round(value, 4)
