@@ -133,26 +133,6 @@ def _featureviz(model, data, options):
     return section(model, data, options, unit_labels=labels)
 
 
-def _represent(model, data, options):
-    from seethrough.represent.section import section
-
-    unit_concepts = facets = None
-    if data.concepts is not None:
-        from seethrough.dissection import dissect
-        from seethrough.featureviz import objectives, visualize
-
-        def unit_concepts(layer):
-            found = dissect(model, [layer], data.concepts, cache=False, progress=False)
-            return found.iou(layer), found.vocabulary.names, found.concepts()
-
-        def facets(layer, unit):
-            objective = objectives.channel(layer, unit) + 1e2 * objectives.diversity(layer)
-            return visualize(model, objective, batch=4, steps=64 if options.quick else 256,
-                             size=data.images.shape[-1]).images
-    return section(model, data, options, compare=data.extra.get("compare"),
-                   unit_concepts=unit_concepts, facets=facets)
-
-
 def _shortcut(defaults: Defaults, options: SectionOptions) -> Section:
     from seethrough.evaluation.section import shortcut_section
 
@@ -187,7 +167,8 @@ SECTIONS: Registry[Entry] = Registry("report section", {
     "featureviz": Entry("Feature visualization", _featureviz, (WORLD, PHOTOS)),
     "dissection": Entry("Network Dissection", _family("seethrough.dissection.section:section"),
                         (WORLD, PHOTOS)),
-    "represent": Entry("Representations", _represent, (WORLD, PHOTOS)),
+    "represent": Entry("Representations", _family("seethrough.reporting.build:represent_section"),
+                       (WORLD, PHOTOS)),
 })
 
 

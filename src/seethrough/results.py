@@ -70,6 +70,7 @@ TYPES = {
     "TCAVResult": "seethrough.concepts.tcav",
     "ConceptPCA": "seethrough.dissection.experiments",
     "LayerTable": "seethrough.core.layer_table",
+    "Patches": "seethrough.represent.patches",
 }
 
 

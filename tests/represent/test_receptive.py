@@ -244,3 +244,27 @@ def test_bad_arguments_are_one_line_errors(models):
         field_map(model, "features.block3", method="exact")
     with pytest.raises(InputError, match="input_size"):
         field_map(model, "features.block3", (64, 64))
+
+
+class ChannelsLast(nn.Module):
+    """A ConvNeXt-like block: channels last, LayerNorm and Linear over the channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = nn.LayerNorm(8)
+        self.mix = nn.Linear(8, 8)
+        self.head = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        x = self.mix(self.norm(self.conv(x).permute(0, 2, 3, 1)))
+        return self.head(x.permute(0, 3, 1, 2))
+
+
+def test_normalization_statistics_are_measured_structurally():
+    """LayerNorm over channels keeps the field; GroupNorm's statistics span the image."""
+    fields = field_map(ChannelsLast().eval(), "head", (3, 32, 32))
+    assert (fields.start, fields.size, fields.step) == ((-2, -2), (5, 5), (1, 1))
+    assert fields.box((16, 0)) == (14, 0, 19, 3)
+    grouped = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GroupNorm(2, 8), nn.Conv2d(8, 8, 1))
+    assert field_map(grouped.eval(), "2", (3, 32, 32)).whole

@@ -51,6 +51,16 @@ def unit_labels(result: Dissection, layer: str) -> dict[int, str]:
             if r.detector}
 
 
+def unit_concepts(model, dataset, **options):
+    """``layer -> (IoU (units, concepts), concept names, {name: (category, label)})``: a
+    function that dissects one layer of ``model`` on the concept ``dataset`` when called (for
+    the polysemantic units of ``seethrough.represent``)."""
+    def concepts(layer: str):
+        found = dissect(model, [layer], dataset, cache=False, progress=False, **options)
+        return found.iou(layer), found.vocabulary.names, found.concepts()
+    return concepts
+
+
 def unit_strip(model, result: Dissection, layer: str, unit: int, dataset, *, k: int = 4,
                size: int = 96) -> np.ndarray:
     """The unit's top-k images side by side, dimmed outside the unit's thresholded mask."""

@@ -1,5 +1,5 @@
-"""Pictures of feature visualization: PNG files, the dataset crops where a unit fires most, and
-a figure of renderings above those crops.
+"""Pictures of feature visualization: PNG files, and a figure of renderings above the dataset
+patches where each unit fires most (``seethrough.represent.top_patches``).
 
 Example:
     >>> import torch
@@ -28,36 +28,6 @@ def save_png(image: torch.Tensor, path: str | Path) -> Path:
     with atomic_path(path) as temporary:
         Image.fromarray(to_uint8(image)).save(temporary, format="PNG")
     return Path(path)
-
-
-# -- dataset examples --------------------------------------------------------------------------
-
-def top_crops(model, images: torch.Tensor, layer: str, channels: list[int], *, k: int = 3,
-              crop: int | None = None) -> list[list[tuple[torch.Tensor, float, int]]]:
-    """Per channel the ``k`` images with the highest max activation, cropped around that peak.
-
-    Returns ``[[(crop (3, c, c), activation, image index), ...] per channel]``. The crop side is
-    four times the layer's stride (at least 16 px), a rough stand-in for its receptive field.
-    """
-    from seethrough.trace import capture
-
-    activation = capture(model, images, layer)[layer].output[:, channels]  # (N, K, h, w)
-    n, _, height, width = images.shape
-    stride = height / activation.shape[-2]
-    side = min(height, crop or max(16, round(4 * stride)))
-    peaks, where = activation.flatten(2).max(2)  # (N, K)
-    result = []
-    for j in range(len(channels)):
-        values, order = peaks[:, j].topk(min(k, n))
-        row = []
-        for value, index in zip(values.tolist(), order.tolist()):
-            y, x = divmod(int(where[index, j]), activation.shape[-1])
-            cy, cx = int((y + 0.5) * stride), int((x + 0.5) * width / activation.shape[-1])
-            top = min(max(0, cy - side // 2), height - side)
-            left = min(max(0, cx - side // 2), width - side)
-            row.append((images[index, :, top:top + side, left:left + side], value, index))
-        result.append(row)
-    return result
 
 
 def most_active_channels(model, images: torch.Tensor, layer: str, count: int) -> list[int]:

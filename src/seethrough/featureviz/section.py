@@ -30,16 +30,17 @@ from seethrough.attribution.channels import channel_attribution
 from seethrough.core import model_device
 from seethrough.core.layer_table import layers_by_resolution, stage_layers
 from seethrough.featureviz import objectives as obj
-from seethrough.featureviz.figures import channel_figure, row_html, top_crops
+from seethrough.featureviz.figures import channel_figure, row_html
 from seethrough.featureviz.render import visualize
 from seethrough.featureviz.synthesis import deepdream, invert, synthesize_texture, transfer_style
+from seethrough.represent import top_patches
 from seethrough.sections import Section, SectionData, SectionOptions
 from seethrough.viz.html import figure_html
 
 INTRO = ("<p>Images optimized to excite one unit (Olah et al. 2017): decorrelated Fourier "
          "parameterization, Lucid's transformation robustness, Adam 0.05, redirected ReLU gradient "
-         "for the first 16 steps. Below each, the crops of the report's images where the unit "
-         "fires most.</p>")
+         "for the first 16 steps. Below each, the report's images where the unit fires most, "
+         "cropped to the receptive field of the peak.</p>")
 
 #: images the units are cropped from
 CROP_IMAGES = 200
@@ -66,15 +67,28 @@ def _units_html(model, data, layers, steps, size, unit_labels) -> str:
     for layer in layers:
         channels = important_channels(model, data.images[:UNIT_IMAGES], layer, 6)
         result = visualize(model, obj.channel(layer, channels), steps=steps, size=size)
-        crops = top_crops(model, data.images, layer, channels)
+        patches = top_patches(model, layer, data.images, k=3, units=channels, size=min(size, 96),
+                              progress=False)
+        crops = [list(zip(patches.crops[j], patches.values[j].tolist(),
+                          patches.indices[j].tolist())) for j in range(len(channels))]
         labels = unit_labels(layer) if unit_labels else None
         caption = (f"{layer}: the six units that matter most for the predicted classes (gradient "
-                   f"x activation), rendered (top row; {steps} steps, {size} px) above the image "
-                   "crops where each unit peaks (value = its max activation)"
+                   f"x activation), rendered (top row; {steps} steps, {size} px) above the images "
+                   "where each unit peaks, cropped to the true receptive field of the peak (grey: "
+                   "outside the image; value = its max activation)"
                    + ("; under the unit number, the concept it detects (IoU > 0.04)" if labels else ""))
         short = layer.removeprefix("net.")
         body += figure_html(channel_figure(short, result.images, channels, crops, labels), caption)
     return body
+
+
+def unit_facets(model: nn.Module, *, steps: int, size: int, count: int = 4):
+    """``(layer, unit) -> (count, 3, size, size)``: diverse renderings of one unit (the channel
+    objective plus Lucid's diversity term at weight 1e2, Olah et al. 2017), its facets."""
+    def facets(layer: str, unit: int) -> torch.Tensor:
+        objective = obj.channel(layer, unit) + 1e2 * obj.diversity(layer)
+        return visualize(model, objective, batch=count, steps=steps, size=size).images
+    return facets
 
 
 def _classes_html(model, data, steps) -> str:

@@ -33,6 +33,22 @@ QUICK_METHODS = ["saliency", "integrated_gradients", "gradcam", "occlusion"]
 CONCEPT_SIZE = 112
 
 
+def represent_section(model, data: SectionData, options: SectionOptions) -> Section:
+    """The representations section, with the polysemantic units when there is a concept
+    dataset (``data.concepts``) and diverse renderings of them in full runs."""
+    from seethrough.dissection.section import unit_concepts
+    from seethrough.featureviz.section import unit_facets
+    from seethrough.represent.section import section
+
+    concepts = facets = None
+    if data.concepts is not None:
+        concepts = unit_concepts(model, data.concepts)
+        facets = unit_facets(model, steps=64 if options.quick else 256,
+                             size=min(128, data.concepts[0]["image"].shape[-1]))
+    return section(model, data, options, compare=data.extra.get("compare"),
+                   unit_concepts=concepts, facets=facets)
+
+
 def _sections() -> dict[str, tuple[str, Callable]]:
     """key -> (title, section function), in the order of the report after the summary."""
     from seethrough.dissection.section import section as dissection
@@ -46,6 +62,7 @@ def _sections() -> dict[str, tuple[str, Callable]]:
             "sanity": ("Sanity check", sanity_section),
             "featureviz": ("Feature visualization", featureviz),
             "dissection": ("Network Dissection", dissection),
+            "represent": ("Representations", represent_section),
             "models": ("Model card", basics.model_section),
             "layers": ("Layers", basics.layers_section),
             "filters": ("First-layer filters", basics.filters_section)}
@@ -105,7 +122,8 @@ def report(model: str | nn.Module, images: str | Path | Sequence[str | Path], *,
         concepts: a Broden-format folder for dissection; default: ConceptWorld.
         quick: a first look: fewer methods, images and steps.
         sections: only these (keys of the report: predictions, attribution, sanity,
-            featureviz, dissection, models, layers, filters); the summary is always made.
+            featureviz, dissection, represent, models, layers, filters); the summary is always
+            made.
         command: the command line that regenerates it (shown under every section).
     """
     from seethrough.data.annotations import read_class_names, read_labels
@@ -135,7 +153,8 @@ def report(model: str | nn.Module, images: str | Path | Sequence[str | Path], *,
         model.class_names = read_class_names(classes, outputs)
     truth = read_labels(labels, found.names, getattr(model, "class_names", None)) if labels else None
     data = SectionData(found.images, found.names, labels=truth,
-                       concepts=_concepts(concepts, size, quick) if "dissection" in keys else None)
+                       concepts=_concepts(concepts, size, quick)
+                       if {"dissection", "represent"} & set(keys) else None)
     options = SectionOptions(quick=quick, seed=seed, progress=progress,
                              methods=QUICK_METHODS if quick else None)
     name = spec if isinstance(spec, str) else type(spec).__name__

@@ -256,10 +256,17 @@ _SIGNATURES = {  # positional parameters of the functional forms
                    "return_indices"),
     "avg_pool2d": ("input", "kernel_size", "stride", "padding", "ceil_mode"),
 }
+_NORM_SIGNATURES = {
+    "batch_norm": ("input", "running_mean", "running_var", "weight", "bias", "training"),
+    "instance_norm": ("input", "running_mean", "running_var", "weight", "bias",
+                      "use_input_stats"),
+    "layer_norm": ("input", "normalized_shape"),
+    "group_norm": ("input", "num_groups"),
+}
 
 
-def _bind(args: Sequence, kwargs: dict, op: str) -> dict:
-    return {**dict(zip(_SIGNATURES[op], args)), **kwargs}
+def _bind(args: Sequence, kwargs: dict, names: Sequence[str]) -> dict:
+    return {**dict(zip(names, args)), **kwargs}
 
 
 def _node_windows(node: fx.Node, op: str, modules: dict) -> tuple[_Window, _Window]:
@@ -269,7 +276,7 @@ def _node_windows(node: fx.Node, op: str, modules: dict) -> tuple[_Window, _Wind
             raise _NotMapped(f"{module.padding_mode!r} padding")
         return _windows(module.kernel_size, module.stride, module.padding,
                         getattr(module, "dilation", 1), getattr(module, "ceil_mode", False))
-    values = _bind(node.args, node.kwargs, op)
+    values = _bind(node.args, node.kwargs, _SIGNATURES[op])
     kernel = values.get("kernel_size")
     if kernel is None:
         kernel = tuple(values["weight"].meta["tensor_meta"].shape[-2:])
@@ -283,7 +290,7 @@ _POINTWISE = frozenset({
     "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "leaky_relu", "leaky_relu_", "elu",
     "elu_", "selu", "celu", "gelu", "silu", "mish", "hardswish", "hardsigmoid", "sigmoid",
     "sigmoid_", "tanh", "tanh_", "softplus", "prelu", "threshold", "clamp", "clamp_", "clip",
-    "clamp_min", "dropout", "dropout2d", "batch_norm",
+    "clamp_min", "dropout", "dropout2d", "batch_norm", "stochastic_depth",
     # arithmetic with tensors or scalars (operators and functions)
     "add", "add_", "iadd", "sub", "sub_", "isub", "rsub", "mul", "mul_", "imul", "div", "div_",
     "truediv", "itruediv", "neg", "pos", "abs", "exp", "sqrt", "pow", "maximum", "minimum",
@@ -321,7 +328,8 @@ def _op(node: fx.Node, modules: dict) -> str:
         return node.target
     home = getattr(node.target, "__module__", None) or ""
     name = getattr(node.target, "__name__", repr(node.target))
-    return name if home.startswith(("torch", "_operator")) else f"function {name}"
+    trusted = home.startswith(("torch", "_operator"))  # torch, torchvision and operators
+    return name if trusted else f"function {name}"
 
 
 def _arg(node: fx.Node, position: int, keyword: str, default=None):
@@ -598,7 +606,8 @@ class _LinearPositive(TorchFunctionMode):
     """Run a model as a linear map with positive weights: no cancellation, no saturation.
 
     Activations, clamps and dropout pass their input through, subtraction adds, max pooling
-    averages; so with positive weights, every pixel a position depends on gets a gradient.
+    averages, normalizations add a mean instead of subtracting it; so with positive weights,
+    every pixel a position depends on gets a gradient.
     """
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -610,11 +619,29 @@ class _LinearPositive(TorchFunctionMode):
             return torch.add(args[0], args[1])
         if name in _SUBTRACT_IN_PLACE:
             return args[0].add_(args[1])
+        if name in _NORM_SIGNATURES:
+            return _normalized(name, _bind(args, kwargs, _NORM_SIGNATURES[name]))
         if name == "max_pool2d":
-            return _average_pool(_bind(args, kwargs, "max_pool2d"))
+            return _average_pool(_bind(args, kwargs, _SIGNATURES["max_pool2d"]))
         if name == "adaptive_max_pool2d":
             return F.adaptive_avg_pool2d(args[0], args[1] if len(args) > 1 else kwargs["output_size"])
         return func(*args, **kwargs)
+
+
+def _normalized(name: str, values: dict) -> torch.Tensor:
+    """A normalization as its input plus the input's mean over the dimensions whose statistics
+    it uses: the same dependence, linear and positive. Fixed statistics: the input itself."""
+    x = values["input"]
+    if name == "layer_norm":
+        shape = values["normalized_shape"]
+        dims = range(x.dim() - (len(shape) if isinstance(shape, (tuple, list)) else 1), x.dim())
+    elif name == "group_norm":
+        dims = range(1, x.dim())
+    elif values.get("use_input_stats", True) if name == "instance_norm" else values["training"]:
+        dims = range(2, x.dim())
+    else:
+        return x
+    return x + x.mean(tuple(dims), keepdim=True)
 
 
 def _average_pool(values: dict) -> torch.Tensor:
@@ -627,15 +654,12 @@ def _average_pool(values: dict) -> torch.Tensor:
 
 def _linear_positive(model: nn.Module) -> nn.Module:
     """A hook-free float64 copy in eval mode: each weight the mean of its inputs, biases and
-    scales 1, BatchNorm statistics neutral, other buffers made positive."""
+    scales 1, buffers made positive."""
     twin = copy.deepcopy(model).eval().double()
     with torch.no_grad():
         for module in twin.modules():
             for attr in HOOK_DICTS:
                 module.__dict__.get(attr, {}).clear()
-            if getattr(module, "running_var", None) is not None:  # BatchNorm's statistics
-                module.running_mean.zero_()
-                module.running_var.fill_(1.0)
         for parameter in twin.parameters():
             parameter.requires_grad_(False)
             parameter.fill_(1 / parameter[0].numel() if parameter.dim() > 1 else 1.0)
