@@ -15,6 +15,7 @@ from seethrough.errors import InputError
 from seethrough.models import load_model
 from seethrough.represent.receptive import FieldMap, field_map, receptive_field
 
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.GELU, nn.Sigmoid)
 
 

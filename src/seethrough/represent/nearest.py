@@ -1,9 +1,11 @@
 """Exact k nearest neighbours of feature vectors, by brute force in bounded memory.
 
-Distances are computed in float64, ``batch_size`` queries at a time (so memory is about
-``batch_size x N`` float64 values besides the features), the ``k`` smallest of each query are kept
-with ties broken by the lower index, and L2 distances of the kept ones are recomputed directly as
-``||q - x||``, so duplicate points are exactly 0 apart. Cosine distance is ``1 - cos``.
+Distances are searched in float32, ``batch_size`` queries at a time (so memory is about
+``batch_size x N`` float32 values besides the features), the ``k + 8`` smallest of each query are
+recomputed in float64 and ranked with ties broken by the lower index (L2 directly as
+``||q - x||``, so duplicate points are exactly 0 apart), and a query whose float32 ranking could
+have missed a neighbour is redone in float64 over all rows: the answer is float64 brute force's.
+Cosine distance is ``1 - cos``.
 
 Example:
     >>> import torch
@@ -27,6 +29,8 @@ from seethrough.core.batching import chunks
 from seethrough.errors import InputError
 
 METRICS = ("cosine", "l2")
+#: candidates kept beyond k by the float32 pass, re-ranked in float64
+MARGIN = 8
 
 
 @dataclass
@@ -38,7 +42,7 @@ class Neighbors:
 
 
 def neighbors(features, queries=None, *, k: int = 5, metric: str = "cosine",
-              exclude_self: bool | None = None, batch_size: int = 4096) -> Neighbors:
+              exclude_self: bool | None = None, batch_size: int = 2048) -> Neighbors:
     """The ``k`` nearest rows of ``features`` (N, D) to each query.
 
     ``queries``: None (every row of ``features``), a 1-D list or tensor of row indices, or (M, D)
@@ -105,18 +109,60 @@ def _query_points(data: torch.Tensor, queries) -> tuple[torch.Tensor | None, tor
 
 def _nearest(queries: torch.Tensor, data: torch.Tensor, metric: str, k: int, batch_size: int,
              rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(indices, float64 distances) of the ``k`` nearest rows of ``data`` to float64 ``queries``."""
-    distance = torch.empty(len(queries), len(data), dtype=torch.float64, device=data.device)
-    for part in chunks(len(data), batch_size):
-        distance[:, part] = _pairwise(queries, data[part].double(), metric)
+    """(indices, float64 distances) of the ``k`` nearest rows of ``data`` to float64 ``queries``.
+
+    A float32 pass picks ``k + MARGIN`` candidates, whose distances are then recomputed in
+    float64 and ranked. A row whose ``k``-th float64 distance is not below every left-out
+    candidate's float32 distance by more than float32's error is redone in float64 over all
+    rows, so the answer is always the float64 brute force's.
+    """
+    width = min(len(data), k + MARGIN + (rows is not None))
+    approx = _pairwise(queries.float(), data.float(), metric)
     if rows is not None:
-        distance[torch.arange(len(queries), device=data.device), rows] = torch.inf
-    indices = _smallest(distance, k)
+        approx[torch.arange(len(queries), device=data.device), rows] = torch.inf
+    candidates = approx.topk(width, dim=1, largest=False).indices
+    exact = _exact(queries, data, candidates, metric)
+    if rows is not None:
+        exact[candidates == rows[:, None]] = torch.inf
+    indices, distances = _by_distance(exact, candidates)
+    indices, distances = indices[:, :k], distances[:, :k]
+    if width < len(data):
+        outside = approx.gather(1, candidates[:, -1:])[:, 0].double()
+        unsure = _ranking_distance(distances[:, -1], metric) > outside - _tolerance(queries, data,
+                                                                                     metric)
+        for row in unsure.nonzero()[:, 0].tolist():
+            full = _exact(queries[row:row + 1], data,
+                          torch.arange(len(data), device=data.device)[None], metric)
+            if rows is not None:
+                full[0, rows[row]] = torch.inf
+            found, found_distances = _by_distance(full, torch.arange(len(data))[None])
+            indices[row], distances[row] = found[0, :k], found_distances[0, :k]
+    return indices, distances
+
+
+def _exact(queries: torch.Tensor, data: torch.Tensor, candidates: torch.Tensor,
+           metric: str) -> torch.Tensor:
+    """(M, C) float64 distances from each query to its candidate rows: ``1 - cos`` or L2."""
+    points = data[candidates].double()  # (M, C, D)
     if metric == "cosine":
-        return indices, distance.gather(1, indices)
-    exact = torch.stack([(queries - data[indices[:, j]].double()).norm(dim=1)
-                         for j in range(k)], dim=1)
-    return _by_distance(exact, indices)
+        unit = torch.nn.functional.normalize
+        return (1 - (unit(points, dim=2) @ unit(queries, dim=1)[:, :, None])[..., 0]).clamp_min(0)
+    return (points - queries[:, None]).norm(dim=2)
+
+
+def _ranking_distance(distance: torch.Tensor, metric: str) -> torch.Tensor:
+    """A reported distance in the units ``_pairwise`` ranks by (L2 is ranked squared)."""
+    return distance if metric == "cosine" else distance.square()
+
+
+def _tolerance(queries: torch.Tensor, data: torch.Tensor, metric: str) -> torch.Tensor:
+    """A bound on float32's error in ``_pairwise``, per query."""
+    dims = queries.shape[1]
+    if metric == "cosine":
+        return torch.full((len(queries),), 4 * dims * 2.0 ** -23, dtype=torch.float64,
+                          device=queries.device)
+    scale = queries.square().sum(1) + data.double().square().sum(1).max()
+    return 4 * dims * 2.0 ** -23 * scale
 
 
 def _pairwise(queries: torch.Tensor, points: torch.Tensor, metric: str) -> torch.Tensor:

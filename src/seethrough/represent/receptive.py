@@ -637,10 +637,11 @@ def _normalized(name: str, values: dict) -> torch.Tensor:
         dims = range(x.dim() - (len(shape) if isinstance(shape, (tuple, list)) else 1), x.dim())
     elif name == "group_norm":
         dims = range(1, x.dim())
-    elif values.get("use_input_stats", True) if name == "instance_norm" else values["training"]:
+    else:  # batch or instance norm: the input's statistics, or fixed ones
+        own = values.get("use_input_stats", True) if name == "instance_norm" else values["training"]
+        if not own:
+            return x
         dims = range(2, x.dim())
-    else:
-        return x
     return x + x.mean(tuple(dims), keepdim=True)
 
 
