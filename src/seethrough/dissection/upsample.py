@@ -7,8 +7,8 @@ Two modes:
 * ``"receptive_field"`` — the original Network Dissection: activation ``(i, j)`` sits at the
   centre of its receptive field, ``offset + (size - 1) / 2 + step * i`` in image pixels; labels
   are interpolated linearly between the centres and held constant beyond the outermost ones.
-  The field map (offset, size, step) is composed from the convolutions and poolings on the
-  path to the layer (``receptive_field``).
+  The field map (offset, size, step) is the layer's true receptive field
+  (``seethrough.represent.field_map``).
 
 ``upsample(acts, rows, cols)`` computes ``rows @ acts @ cols.T``.
 
@@ -23,9 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from seethrough.core import model_device
 from seethrough.errors import InputError
-from seethrough.trace import Trace, resolve_layer
 
 
 def _linear_matrix(position: torch.Tensor, source: int) -> torch.Tensor:
@@ -64,55 +62,18 @@ def upsample(acts: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torc
     return rows @ (acts @ cols.T)
 
 
-_GEOMETRIC = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
-
-
-def _pair(value) -> tuple[int, int]:
-    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-
-
 def receptive_field(model: nn.Module, layer: str, input_size: tuple[int, int, int]
                     ) -> tuple[tuple[float, float], tuple[int, int], tuple[int, int]]:
-    """Field map ``(centre of the first unit, size, step)`` per axis (y, x) of a layer's output.
+    """Field map ``(centre of the first unit, size, step)`` per axis (y, x) of a layer's output,
+    from ``seethrough.represent.field_map`` (the architecture through torch.fx, else the
+    gradient support). A layer whose units see the whole image (squeeze-excitation) is anchored
+    by its local geometry, the convolutions and poolings on its path; ``InputError`` when it has
+    none."""
+    from seethrough.represent.receptive import field_map
 
-    Composes the convolutions and poolings that run before the layer's output (in module
-    order), keeping only those that act on the resolution reached so far, so side branches
-    (a ResNet's 1x1 downsample) are not counted twice. Raises ``InputError`` when the composed
-    map does not reproduce the layer's output size.
-    """
-
-    name, _ = resolve_layer(model, layer)
-    order = list(model.named_modules())
-    end = max(i for i, (n, _) in enumerate(order) if n == name or n.startswith(name + "."))
-    candidates = [n for n, m in order[: end + 1] if isinstance(m, _GEOMETRIC)]
-    probe = torch.zeros(1, *input_size, device=model_device(model))
-    with torch.no_grad(), Trace(model, [*candidates, name], retain_input=True,
-                                stop=True) as trace:
-        model(probe)
-    out_shape = trace[name].output.shape
-    if len(out_shape) != 4:
-        raise InputError(f"layer {layer!r} has no spatial output {tuple(out_shape)}: use a conv layer")
-    offset, size, step = [0.0, 0.0], [1, 1], [1, 1]
-    current = list(input_size[1:])
-    for module_name in candidates:
-        record, module = trace.records[module_name], dict(order)[module_name]
-        if not record.inputs or list(record.inputs[0].shape[-2:]) != current:
-            continue
-        kernel, stride = _pair(module.kernel_size), _pair(module.stride or module.kernel_size)
-        padding = _pair(module.padding)
-        dilation = _pair(getattr(module, "dilation", 1))
-        if isinstance(padding[0], str):
-            padding = tuple((d * (k - 1)) // 2 for k, d in zip(kernel, dilation))
-        for axis in range(2):
-            effective = dilation[axis] * (kernel[axis] - 1) + 1
-            offset[axis] += (-padding[axis]) * step[axis]
-            size[axis] += (effective - 1) * step[axis]
-            step[axis] *= stride[axis]
-        current = list(record.outputs[0].shape[-2:]) if record.outputs else current
-    if current != list(out_shape[-2:]):
-        raise InputError(
-            f"cannot infer the receptive fields of layer {layer!r} from its convolutions and "
-            "poolings; use upsample='bilinear'"
-        )
-    centre = tuple(offset[a] + (size[a] - 1) / 2 for a in range(2))
-    return centre, tuple(size), tuple(step)
+    fields = field_map(model, layer, input_size)
+    if min(fields.step) < 1:
+        raise InputError(f"the units of layer {layer!r} have no place in the image to anchor "
+                         "them to; use upsample='bilinear'")
+    centre = tuple(fields.start[a] + (fields.size[a] - 1) / 2 for a in range(2))
+    return centre, tuple(fields.size), tuple(fields.step)
