@@ -49,7 +49,12 @@ def two_nn(x, discard: float = 0.1, *, max_points: int | None = None, seed: int 
     if not 0 < discard < 1:
         raise InputError(f"discard must be between 0 and 1 (the paper's 0.1), not {discard!r}: "
                          f"the largest ratio has F = 1, where -log(1 - F) is infinite")
-    r = _without_duplicates(_distances(_points(x, max_points, seed, 3, "two_nn"), 2))
+    return _two_nn_fit(_distances(_points(x, max_points, seed, 3, "two_nn"), 2), discard)
+
+
+def _two_nn_fit(distances: np.ndarray, discard: float) -> float:
+    """TwoNN from the (N, >= 2) distances to each point's nearest neighbours."""
+    r = _without_duplicates(distances[:, :2])
     ratios = np.sort(r[:, 1] / r[:, 0])
     keep = min(int(len(ratios) * (1 - discard)), len(ratios) - 1)
     if keep < 2:
@@ -72,11 +77,16 @@ def mle(x, k: int | tuple[int, int] = 20, *, average: str = "inverse", max_point
     is biased upwards by about ``(k - 1) / (k - 2)`` (5.3 for 5-d data at k = 20); the inverse
     average is not, so it is the default.
     """
+    last = _k_range(k)[1]
+    return _mle_fit(_distances(_points(x, max_points, seed, last + 1, "mle"), last), k, average)
+
+
+def _mle_fit(distances: np.ndarray, k, average: str) -> float:
+    """Levina-Bickel from the (N, >= k2) distances to each point's nearest neighbours."""
     first, last = _k_range(k)
     if average not in AVERAGES:
         raise InputError(f"unknown average {average!r}; use one of {', '.join(AVERAGES)}")
-    log_t = np.log(_without_duplicates(_distances(_points(x, max_points, seed, last + 1, "mle"),
-                                                  last)))
+    log_t = np.log(_without_duplicates(distances[:, :last]))
     return float(np.mean([_levina_bickel(log_t[:, :n], average) for n in range(first, last + 1)]))
 
 
@@ -87,13 +97,19 @@ def pca_dimension(x, variance: float = 0.9, *, max_points: int | None = None,
         raise InputError(f"variance must be a fraction in (0, 1], like 0.9, not {variance!r}")
     data = _points(x, max_points, seed, 2, "pca_dimension")
     centered = data - data.mean(dim=0)
+    if centered.numel() > LARGE:  # float32 products: several times faster, ample for shares
+        centered = centered.float()
     gram = centered.T @ centered if len(centered) >= centered.shape[1] else centered @ centered.T
+    gram = gram.double()
     spectrum = torch.linalg.eigvalsh(gram).flip(0).clamp_min(0).cpu().numpy()
     if spectrum.sum() == 0:
         raise InputError("all points are equal: they have no variance to explain")
     share = np.cumsum(spectrum) / spectrum.sum()
     return int(np.argmax(share >= variance - 1e-10)) + 1
 
+
+#: above this many values, ``pca_dimension`` forms its Gram matrix in float32
+LARGE = 10 ** 7
 
 ESTIMATORS = {"twonn": two_nn, "mle": mle, "pca": pca_dimension}
 
@@ -112,11 +128,22 @@ def profile(features_by_layer: Mapping[str, object],
             methods: Sequence[str] = ("twonn", "mle", "pca"), *, max_points: int | None = None,
             seed: int = 0):
     """A pandas DataFrame of intrinsic dimensions: one row per layer (in order), one column per
-    method, each estimated with its defaults on the layer's (N, D) features."""
+    method, each estimated with its defaults on the layer's (N, D) features. The neighbour
+    distances are computed once per layer and shared by TwoNN and MLE."""
     import pandas as pd
 
-    rows = [[intrinsic_dimension(features, method, max_points=max_points, seed=seed)
-             for method in methods] for features in features_by_layer.values()]
+    for method in methods:
+        if method not in ESTIMATORS:
+            raise InputError(f"unknown method {method!r}; use one of {', '.join(ESTIMATORS)}")
+    rows = []
+    for features in features_by_layer.values():
+        neighbours = 20 if "mle" in methods else 2 if "twonn" in methods else 0
+        data = _points(features, max_points, seed, max(neighbours + 1, 3), "profile")
+        distances = _distances(data, neighbours) if neighbours else None
+        fits = {"twonn": lambda: _two_nn_fit(distances, 0.1),
+                "mle": lambda: _mle_fit(distances, 20, "inverse"),
+                "pca": lambda: pca_dimension(data)}
+        rows.append([fits[method]() for method in methods])
     index = pd.Index(list(features_by_layer), name="layer")
     return pd.DataFrame(rows, index=index, columns=list(methods))
 
