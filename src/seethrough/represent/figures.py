@@ -91,9 +91,12 @@ def neighbors_figure(images: Callable[[int], torch.Tensor] | torch.Tensor,
 
 def atlas(points: np.ndarray, thumbnail: Callable[[int], torch.Tensor], *,
           classes: np.ndarray | None = None, cells: int | None = None, side: int = 32,
-          border: int = 2) -> tuple[np.ndarray, np.ndarray]:
+          border: int = 2, spread: str = "linear") -> tuple[np.ndarray, np.ndarray]:
     """A thumbnail atlas of a 2-D map: the plane cut into ``cells`` x ``cells`` squares, each
     holding the image nearest its centre, framed in its class colour.
+
+    ``spread="rank"`` places the points by their rank along each axis first, so tight clusters
+    (UMAP's) get room in proportion to their size; the order along each axis is kept.
 
     Returns the ``(cells*side, cells*side, 3)`` uint8 picture and the ``(cells, cells)`` index
     of the image in each square (-1: empty). Only the chosen images are read, so a map of any
@@ -102,6 +105,8 @@ def atlas(points: np.ndarray, thumbnail: Callable[[int], torch.Tensor], *,
     import torch.nn.functional as F
 
     points = np.asarray(points, dtype=np.float64)
+    if spread == "rank":
+        points = np.argsort(np.argsort(points, axis=0, kind="stable"), axis=0).astype(np.float64)
     cells = cells or int(min(40, max(4, math.ceil(math.sqrt(len(points) / 2)))))
     low, high = points.min(0), points.max(0)
     span = np.maximum(high - low, 1e-12)
@@ -135,10 +140,10 @@ def map_figure(points: np.ndarray, thumbnail: Callable[[int], torch.Tensor], *,
                classes: np.ndarray | None = None, class_names: Sequence[str] | None = None,
                title: str = "", cells: int | None = None) -> Figure:
     """A 2-D map of images: the scatter of every point coloured by class, and beside it the
-    thumbnail atlas of the same map (``atlas``)."""
+    thumbnail atlas of the same map (``atlas`` with ``spread="rank"``)."""
     from matplotlib.patches import Patch
 
-    picture, _ = atlas(points, thumbnail, classes=classes, cells=cells)
+    picture, _ = atlas(points, thumbnail, classes=classes, cells=cells, spread="rank")
     figure = Figure(figsize=(12, 6.2))
     scatter, grid = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1]})
     colours = ([PALETTE[int(c) % len(PALETTE)] for c in classes] if classes is not None
@@ -150,7 +155,8 @@ def map_figure(points: np.ndarray, thumbnail: Callable[[int], torch.Tensor], *,
     scatter.set_title(f"{len(points):,} images", fontsize=9)
     grid.imshow(picture, interpolation="nearest")
     grid.axis("off")
-    grid.set_title("the image nearest each cell's centre", fontsize=9)
+    grid.set_title("atlas: placed by rank along each axis, the image nearest each cell's "
+                   "centre", fontsize=9)
     if classes is not None:
         present = sorted({int(c) for c in classes})
         handles = [Patch(color=PALETTE[c % len(PALETTE)],
