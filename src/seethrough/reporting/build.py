@@ -43,7 +43,7 @@ def represent_section(model, data: SectionData, options: SectionOptions) -> Sect
     concepts = facets = None
     if data.concepts is not None:
         concepts = unit_concepts(model, data.concepts)
-        facets = unit_facets(model, steps=64 if options.quick else 256,
+        facets = unit_facets(model, steps=32 if options.quick else 128,
                              size=min(128, data.concepts[0]["image"].shape[-1]))
     return section(model, data, options, compare=data.extra.get("compare"),
                    unit_concepts=concepts, facets=facets)

@@ -96,7 +96,7 @@ def pca_dimension(x, variance: float = 0.9, *, max_points: int | None = None,
     if not 0 < variance <= 1:
         raise InputError(f"variance must be a fraction in (0, 1], like 0.9, not {variance!r}")
     data = _points(x, max_points, seed, 2, "pca_dimension")
-    centered = data - data.mean(dim=0)
+    centered = data.double() - data.double().mean(dim=0)
     if centered.numel() > LARGE:  # float32 products: several times faster, ample for shares
         centered = centered.float()
     gram = centered.T @ centered if len(centered) >= centered.shape[1] else centered @ centered.T
@@ -148,10 +148,11 @@ def profile(features_by_layer: Mapping[str, object],
 
 
 def _points(x, max_points: int | None, seed: int, least: int, name: str) -> torch.Tensor:
-    """``x`` as float64, subsampled to ``max_points`` rows; InputError below ``least`` rows."""
+    """``x`` as a floating matrix, subsampled to ``max_points`` rows; InputError below
+    ``least`` rows. (Neighbour distances are ranked in float64 whatever its precision.)"""
     if max_points is not None and (not isinstance(max_points, int) or max_points < 1):
         raise InputError(f"max_points must be a positive integer or None, not {max_points!r}")
-    data = as_matrix(x, "x").double()
+    data = as_matrix(x, "x")
     if max_points is not None and len(data) > max_points:
         rows = np.sort(np.random.default_rng(seed).choice(len(data), max_points, replace=False))
         data = data[torch.as_tensor(rows, device=data.device)]

@@ -142,12 +142,24 @@ def _nearest(queries: torch.Tensor, data: torch.Tensor, metric: str, k: int, bat
 
 def _exact(queries: torch.Tensor, data: torch.Tensor, candidates: torch.Tensor,
            metric: str) -> torch.Tensor:
-    """(M, C) float64 distances from each query to its candidate rows: ``1 - cos`` or L2."""
-    points = data[candidates].double()  # (M, C, D)
-    if metric == "cosine":
-        unit = torch.nn.functional.normalize
-        return (1 - (unit(points, dim=2) @ unit(queries, dim=1)[:, :, None])[..., 0]).clamp_min(0)
-    return (points - queries[:, None]).norm(dim=2)
+    """(M, C) float64 distances from each query to its candidate rows: ``1 - cos`` or L2.
+
+    One candidate column at a time, over blocks of queries of about ``2**24`` values, so the
+    float64 copies stay small however long the vectors are."""
+    out = torch.empty(candidates.shape, dtype=torch.float64, device=data.device)
+    rows = max(1, 2 ** 24 // max(1, data.shape[1]))
+    for block in chunks(len(queries), rows):
+        query = queries[block].double()
+        if metric == "cosine":
+            query = torch.nn.functional.normalize(query, dim=1)
+        for column in range(candidates.shape[1]):
+            points = data[candidates[block, column]].double()
+            if metric == "cosine":
+                cosine = (torch.nn.functional.normalize(points, dim=1) * query).sum(1)
+                out[block, column] = (1 - cosine).clamp_min(0)
+            else:
+                out[block, column] = (points - query).norm(dim=1)
+    return out
 
 
 def _ranking_distance(distance: torch.Tensor, metric: str) -> torch.Tensor:
