@@ -31,6 +31,7 @@ _EXPORTS = {
     "InputError": "seethrough.errors",
     "WeightsError": "seethrough.errors",
     "attribute": "seethrough.attribution",
+    "attack": "seethrough.adversarial",
     "evaluate": "seethrough.evaluation",
     "visualize": "seethrough.featureviz",
     "objectives": "seethrough.featureviz",

@@ -71,6 +71,7 @@ TYPES = {
     "ConceptPCA": "seethrough.dissection.experiments",
     "LayerTable": "seethrough.core.layer_table",
     "Patches": "seethrough.represent.patches",
+    "Adversarial": "seethrough.adversarial.result",
 }
 
 
