@@ -17,7 +17,8 @@ import warnings
 from collections.abc import Iterator
 
 #: subcommand modules, in the order `--help` lists them
-COMMANDS = ["demo", "report", "layers", "train", "attribute", "visualize", "dissect", "represent"]
+COMMANDS = ["demo", "report", "layers", "train", "attribute", "visualize", "dissect", "represent",
+            "attack"]
 
 
 class IntermixedParser(argparse.ArgumentParser):
