@@ -76,6 +76,12 @@ class Defaults:
         if family == "featureviz":  # more images for the crops: textures and mirror images
             images = torch.cat([images, textures, images.flip(-1)])
             names = [*names, "brick", "grass", "gravel", *(f"{n}, mirrored" for n in names)]
+        if family == "adversarial":  # the photos and their mirror images; a second ImageNet net
+            from seethrough.models import load_model
+
+            images = torch.cat([images, images.flip(-1)])
+            names = [*names, *(f"{n}, mirrored" for n in names)]
+            extra["transfer"] = {"EfficientNet-Lite0": load_model("efficientnet_lite0")}
         if family == "represent":  # a labelled set: random crops of each photo and texture
             from seethrough.data.photos import photo_crops
 
@@ -85,6 +91,7 @@ class Defaults:
 
     def conceptworld(self, family: str, *, bias: float = 0.0) -> SectionData:
         count = {"attribution": 16 if self.quick else 32, "shortcut": 16 if self.quick else 32,
+                 "adversarial": 16 if self.quick else 64,
                  "featureviz": 64 if self.quick else 200}.get(family, 8)
         batch = self.world(count, bias=bias).batch()
         concepts = {"dissection": lambda: self.world(120 if self.quick else 400),
@@ -92,6 +99,9 @@ class Defaults:
             family, lambda: self.world(16, bias=bias))()
         names = [self.conceptnet.class_names[int(c)] for c in batch["label"]]
         extra = {"cue_masks": batch["cue_mask"]}
+        if family == "adversarial":  # other models to transfer to; concepts for dissection
+            concepts = self.world(200) if not self.quick else None
+            extra["transfer"] = {"cheater": self.cheater, "shuffled labels": self.shuffled}
         if family == "represent":  # maps of many images; the memorizer's dimension profile
             concepts = self.world(120 if self.quick else 400)
             extra.update(dataset=self.world(300 if self.quick else 1000),
@@ -169,6 +179,8 @@ SECTIONS: Registry[Entry] = Registry("report section", {
                         (WORLD, PHOTOS)),
     "represent": Entry("Representations", _family("seethrough.reporting.build:represent_section"),
                        (WORLD, PHOTOS)),
+    "adversarial": Entry("Adversarial examples", _family("seethrough.adversarial.section:section"),
+                         (WORLD, PHOTOS)),
 })
 
 

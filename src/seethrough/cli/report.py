@@ -7,7 +7,7 @@ import sys
 
 #: the report's section keys (``seethrough.reporting.build``), without importing it
 SECTIONS = ["predictions", "attribution", "sanity", "featureviz", "dissection", "represent",
-            "models", "layers", "filters"]
+            "adversarial", "models", "layers", "filters"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -51,6 +51,7 @@ def represent_section(model, data: SectionData, options: SectionOptions) -> Sect
 
 def _sections() -> dict[str, tuple[str, Callable]]:
     """key -> (title, section function), in the order of the report after the summary."""
+    from seethrough.adversarial.section import section as adversarial
     from seethrough.dissection.section import section as dissection
     from seethrough.evaluation.section import sanity_section
     from seethrough.evaluation.section import section as attribution
@@ -63,6 +64,7 @@ def _sections() -> dict[str, tuple[str, Callable]]:
             "featureviz": ("Feature visualization", featureviz),
             "dissection": ("Network Dissection", dissection),
             "represent": ("Representations", represent_section),
+            "adversarial": ("Adversarial examples", adversarial),
             "models": ("Model card", basics.model_section),
             "layers": ("Layers", basics.layers_section),
             "filters": ("First-layer filters", basics.filters_section)}
@@ -122,8 +124,8 @@ def report(model: str | nn.Module, images: str | Path | Sequence[str | Path], *,
         concepts: a Broden-format folder for dissection; default: ConceptWorld.
         quick: a first look: fewer methods, images and steps.
         sections: only these (keys of the report: predictions, attribution, sanity,
-            featureviz, dissection, represent, models, layers, filters); the summary is always
-            made.
+            featureviz, dissection, represent, adversarial, models, layers, filters); the
+            summary is always made.
         command: the command line that regenerates it (shown under every section).
     """
     from seethrough.data.annotations import read_class_names, read_labels
