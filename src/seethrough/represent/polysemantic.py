@@ -13,7 +13,7 @@ Example:
     >>> frame[["unit", "concepts", "count"]].values.tolist()
     [[1, 'red, circle', 2], [0, 'red', 1], [2, '', 0]]
     >>> round(float(frame.score[0]), 3)
-    1.994
+    1.996
 """
 from __future__ import annotations
 
