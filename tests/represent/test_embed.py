@@ -69,3 +69,26 @@ def test_missing_umap_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "umap", None)  # makes `import umap` raise ImportError
     with pytest.raises(InputError, match="pip install umap-learn"):
         embed(POINTS, "umap")
+
+
+def test_umap_graph_is_the_exact_one_with_each_row_first_even_among_duplicates():
+    from seethrough.represent.maps import _exact_graph
+
+    points = np.random.default_rng(1).normal(size=(40, 5)).astype(np.float32)
+    points[7] = points[3]  # row 7 ties with row 3, which has the lower index
+    indices, distances = _exact_graph(points, 6, "l2")
+    assert (indices[:, 0] == np.arange(40)).all() and indices.dtype == np.int32
+    full = np.linalg.norm(points[:, None] - points[None], axis=2)
+    assert np.allclose(np.sort(full, axis=1)[:, :6], distances, atol=1e-5)
+    assert 3 in indices[7] and 7 in indices[3]
+
+
+def test_umap_keeps_two_distant_clusters_apart_and_other_metrics_still_run():
+    rng = np.random.default_rng(2)
+    points = np.concatenate([rng.normal(size=(60, 6)), rng.normal(size=(60, 6)) + 30])
+    points = points.astype(np.float32)
+    for metric in ("euclidean", "manhattan"):
+        coords = embed(points, "umap", metric=metric)
+        gap = np.linalg.norm(coords[:60].mean(0) - coords[60:].mean(0))
+        spread = max(coords[:60].std(0).max(), coords[60:].std(0).max())
+        assert gap > 3 * spread, metric
