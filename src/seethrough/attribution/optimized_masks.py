@@ -1,20 +1,19 @@
-"""Learned masks: meaningful perturbation and extremal perturbation.
+"""Learned masks: meaningful perturbation (here) and extremal perturbation (``extremal``).
 
 Both learn, per image, a smooth low-resolution mask by gradient descent on the model's score of
-the image blended with a blurred copy: ``x * m + blur(x) * (1 - m)``. The images of a chunk of
-``batch_size`` are optimized together (their masks are independent; run the model in eval mode
-so batch norm does not mix them). Sizes given in pixels at 224 (blur sigma, mask step) are
-scaled by ``min(H, W) / 224`` so the defaults fit small images too.
+the image blended with blurred copies (meaningful perturbation: ``x * m + blur(x) * (1 - m)``;
+extremal perturbation: a blur pyramid, see ``seethrough.attribution.extremal``). The images of
+a chunk of ``batch_size`` are optimized together (their masks are independent; run the model in
+eval mode so batch norm does not mix them). Sizes given in pixels at 224 (blur sigma, mask
+step) are scaled by ``min(H, W) / 224`` so the defaults fit small images too.
 
 Example:
     >>> import torch, torchvision
     >>> model = torchvision.models.resnet18(num_classes=4).eval()
-    >>> extremal_perturbation(model, torch.rand(1, 3, 64, 64), 0, iterations=3).raw.shape
-    torch.Size([1, 1, 64, 64])
+    >>> meaningful_perturbation(model, torch.rand(1, 3, 64, 64), 0, iterations=3).raw.shape
+    torch.Size([1, 1, 28, 28])
 """
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
@@ -81,83 +80,6 @@ def meaningful_perturbation(
     return Attribution(upsample(raw, size), raw=raw)
 
 
-def _smooth_mask(parameters: torch.Tensor, size, sigma: float) -> torch.Tensor:
-    """Low-resolution mask parameters in [0, 1] -> smooth full-resolution mask in [0, 1].
-
-    No clamp here: the blur of values at the bounds can round to just outside [0, 1], and a
-    clamp there would stop their gradients.
-    """
-    return gaussian_blur(upsample(parameters, size), sigma)
-
-
-@register("extremal_perturbation")
-def extremal_perturbation(
-    model: nn.Module, images: torch.Tensor, target: Target, *, areas: tuple[float, ...] = (0.1,),
-    variant: str = "preserve", iterations: int = 800, lr: float = 0.01, momentum: float = 0.9,
-    regularization: float = 300.0, growth: float = 1.0035, step: int = 7, sigma: float = 21.0,
-    blur_sigma: float = 20.0, jitter: bool = True, batch_size: int = 32,
-) -> Attribution:
-    """Extremal perturbation (Fong, Patrick & Vedaldi 2019): the best mask of a fixed area.
-
-    For each area ``a``, learns a smooth mask that keeps (``variant="preserve"``: maximize the
-    target logit of ``x * M + blur(x) * (1 - M)``) or removes (``"delete"``: minimize the
-    logit of ``x * (1 - M) + blur(x) * M``) the most important fraction ``a`` of the image.
-    The area is imposed by the paper's ranking loss ``||sort(M) - r_a||^2`` (``r_a``: ones on
-    the top ``a`` fraction) with weight ``regularization`` growing by ``growth`` each step.
-    Defaults are the paper's / TorchRay's: area 0.1, 800 iterations, SGD lr 0.01 with momentum
-    and dampening 0.9, weight 300 x 1.0035^t, mask parameters every ``step = 7`` px, smoothing
-    ``sigma = 21`` px, blur up to 20 px, horizontal flip jitter every other step. Pixel sizes
-    are scaled by ``H / 224``. Simplified (documented): the smooth-max mask generator is a
-    bilinear upsampling followed by a Gaussian blur, and the blur pyramid is one blurred image.
-    ``raw`` is the mask per area (N, A, H, W); ``maps`` their mean (areas summed as in the
-    paper's figures, divided by their number).
-    """
-    if variant not in ("preserve", "delete"):
-        raise InputError(f"variant must be 'preserve' or 'delete', not {variant!r}")
-    areas = (areas,) if isinstance(areas, float) else tuple(areas)
-    if not areas or not all(0 < a < 1 for a in areas):
-        raise InputError(f"areas must be fractions in (0, 1), not {areas!r}")
-    if not isinstance(iterations, int) or iterations < 1:
-        raise InputError(f"iterations must be a positive integer, not {iterations!r}")
-    target.resolve(model, images, batch_size)
-    scale = _scale(images)
-    size = tuple(images.shape[-2:])
-    grid = (max(2, math.ceil(size[0] / max(1.0, step * scale))), max(2, math.ceil(size[1] / max(1.0, step * scale))))
-    pixels = size[0] * size[1]
-    reference = torch.zeros(len(areas), pixels, dtype=images.dtype, device=images.device)
-    for index, area in enumerate(areas):
-        reference[index, int(pixels * (1 - area)):] = 1
-    count = len(images) * len(areas)
-    masks = []
-    for part in chunks(count, batch_size, desc="extremal perturbation"):
-        pair = torch.arange(part.start, part.stop, device=images.device)
-        image, area = pair // len(areas), pair % len(areas)
-        x = images[image]
-        blurred = gaussian_blur(x, blur_sigma * scale)
-        # Start undecided at 0.5 (TorchRay too): from all ones, the ranking loss's tie-breaking,
-        # not the evidence, decided which pixels were kept (measured: masks hugging the left edge).
-        parameters = torch.full((len(x), 1, *grid), 0.5, dtype=x.dtype, device=x.device,
-                                requires_grad=True)
-        optimizer = torch.optim.SGD([parameters], lr=lr, momentum=momentum, dampening=momentum)
-        weight = regularization
-        with torch.enable_grad():
-            for iteration in range(iterations):
-                mask = _smooth_mask(parameters, size, sigma * scale)
-                keep = mask if variant == "preserve" else 1 - mask
-                perturbed = x * keep + blurred * (1 - keep)
-                if jitter and iteration % 2 == 0:
-                    perturbed = perturbed.flip(3)
-                score = target.scores(model(perturbed), image)
-                reward = score if variant == "preserve" else -score
-                ranked = mask.flatten(1).sort(1).values
-                penalty = ((ranked - reference[area]) ** 2).mean(1) * weight
-                optimizer.zero_grad()
-                (penalty - reward).sum().backward()
-                optimizer.step()
-                with torch.no_grad():
-                    parameters.clamp_(0, 1)
-                weight *= growth
-        with torch.no_grad():
-            masks.append(_smooth_mask(parameters, size, sigma * scale).clamp(0, 1))
-    raw = torch.cat(masks).view(len(images), len(areas), *size)
-    return Attribution(raw.mean(1, keepdim=True), raw=raw, options={"areas": areas})
+# Extremal perturbation lives in its own module; registered after meaningful perturbation so
+# the registry keeps its order, and importable from here as before.
+from seethrough.attribution.extremal import extremal_perturbation  # noqa: F401
