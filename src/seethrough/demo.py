@@ -91,6 +91,7 @@ class Defaults:
 
     def conceptworld(self, family: str, *, bias: float = 0.0) -> SectionData:
         count = {"attribution": 16 if self.quick else 32, "shortcut": 16 if self.quick else 32,
+                 "sanity": 8 if self.quick else 16,
                  "adversarial": 16 if self.quick else 64,
                  "featureviz": 64 if self.quick else 200}.get(family, 8)
         batch = self.world(count, bias=bias).batch()
@@ -102,6 +103,8 @@ class Defaults:
         if family == "adversarial":  # other models to transfer to; concepts for dissection
             concepts = self.world(200) if not self.quick else None
             extra["transfer"] = {"cheater": self.cheater, "shuffled labels": self.shuffled}
+        if family == "sanity":  # data randomization: the same net trained on shuffled labels
+            extra["shuffled"] = self.shuffled
         if family == "represent":  # maps of many images; the memorizer's dimension profile
             concepts = self.world(120 if self.quick else 400)
             extra.update(dataset=self.world(300 if self.quick else 1000),
@@ -174,6 +177,8 @@ SECTIONS: Registry[Entry] = Registry("report section", {
                           (WORLD, CHEATER)),
     "attribution": Entry("Attribution", _family("seethrough.evaluation.section:section"),
                          (PHOTOS, WORLD), then=_shortcut),
+    "sanity": Entry("Sanity checks", _family("seethrough.evaluation.section:sanity_section"),
+                    (WORLD, PHOTOS)),
     "featureviz": Entry("Feature visualization", _featureviz, (WORLD, PHOTOS)),
     "dissection": Entry("Network Dissection", _family("seethrough.dissection.section:section"),
                         (WORLD, PHOTOS)),

@@ -64,6 +64,7 @@ TYPES = {
     "ChannelScores": "seethrough.attribution.channels",
     "Scores": "seethrough.evaluation",
     "Randomization": "seethrough.evaluation.sanity",
+    "DataRandomization": "seethrough.evaluation.data_randomization",
     "Visualization": "seethrough.featureviz.render",
     "Dissection": "seethrough.dissection.result",
     "Net2VecResult": "seethrough.concepts.net2vec",

@@ -61,6 +61,13 @@ def _randomization():
     return model_randomization(_model(), _images(), "saliency", layers=["fc", "layer4"])
 
 
+def _data_randomization():
+    from seethrough.evaluation import data_randomization
+
+    torch.manual_seed(1)
+    return data_randomization(_model(), _model(), _images(), ["saliency", "gradcam"])
+
+
 def _visualization():
     return seethrough.visualize(_model(), seethrough.objectives.channel("layer2", [0, 1]),
                                 steps=2, size=32)
@@ -98,7 +105,8 @@ def _layer_table():
 
 BUILD = {
     "Attribution": _attribution, "ChannelScores": _channel_scores, "Scores": _scores,
-    "Randomization": _randomization, "Visualization": _visualization,
+    "Randomization": _randomization, "DataRandomization": _data_randomization,
+    "Visualization": _visualization,
     "Dissection": _dissection, "Net2VecResult": _net2vec, "TCAVResult": _tcav,
     "ConceptPCA": _concept_pca, "LayerTable": _layer_table,
 }

@@ -65,6 +65,23 @@ def test_shortcut_section_compares_models(model, data):
     assert "on cue: a" in section.body and "on cue: b" in section.body and _figures(section.body) == 1
 
 
+def test_sanity_section_randomizes_weights_and_labels(model, data, unchanged):
+    from dataclasses import replace
+
+    from seethrough.evaluation.section import sanity_section
+
+    other = torchvision.models.resnet18(num_classes=8).eval()
+    options = SectionOptions(quick=True, methods=["saliency", "gradcam"])
+    with unchanged(model):
+        plain = sanity_section(model, data, options)
+        both = sanity_section(model, replace(data, extra={**data.extra, "shuffled": other}),
+                              options)
+    assert "independent" in plain.facts["methods"]["gradcam"]
+    assert "data_randomization" not in plain.tables
+    assert [row["method"] for row in both.tables["data_randomization"]] == ["gradcam", "saliency"]
+    assert _figures(both.body) == _figures(plain.body) + 1
+
+
 def test_featureviz_section_chooses_layers_by_resolution(model, data, unchanged):
     from seethrough.featureviz.section import section
 

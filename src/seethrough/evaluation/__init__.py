@@ -41,6 +41,7 @@ from seethrough.evaluation.perturbation import (
     insertion,
     insertion_curve,
 )
+from seethrough.evaluation.data_randomization import DataRandomization, data_randomization
 from seethrough.evaluation.sanity import Randomization, model_randomization, spearman
 from seethrough.results import Result
 
@@ -151,7 +152,8 @@ def evaluate(model: nn.Module, images: torch.Tensor, maps, target: TargetSpec = 
 
 
 __all__ = [
-    "METRICS", "Randomization", "Scores", "area_under_curve", "deletion", "deletion_curve",
+    "METRICS", "DataRandomization", "Randomization", "Scores", "area_under_curve",
+    "data_randomization", "deletion", "deletion_curve",
     "energy_pointing_game", "evaluate", "insertion", "insertion_curve", "iou", "mask_iou",
     "model_randomization", "pointing_game", "spearman",
 ]

@@ -1,9 +1,12 @@
 """Model-randomization sanity check (Adebayo et al., 2018, "Sanity Checks for Saliency Maps").
 
-Cascading randomization: re-initialise the model's layers one by one from the top (logits)
-down, and after each step compare the new maps with the original ones by Spearman rank
-correlation. A map that explains the *model* must change as its weights are destroyed; a map
-that stays the same (correlation near 1) is an edge detector of the input, not an explanation.
+Cascading randomization (``mode="cascading"``, the paper's main test): re-initialise the
+model's layers one by one from the top (logits) down, and after each step compare the new maps
+with the original ones by Spearman rank correlation. Independent randomization
+(``mode="independent"``, the paper's second test): re-initialise one layer at a time, the others
+keeping their trained weights. A map that explains the *model* must change as its weights are
+destroyed; a map that stays the same (correlation near 1) is an edge detector of the input, not
+an explanation. The paper's data randomization test is ``data_randomization``.
 
 The randomization runs on a deep copy: the user's model is never touched. Re-initialising a
 module calls its ``reset_parameters()`` (PyTorch's default initialisation; for BatchNorm this
@@ -78,20 +81,26 @@ def reinitialize(module: nn.Module) -> None:
                 nn.init.normal_(parameter, std=0.02)
 
 
+MODES = ("cascading", "independent")
+
+
 @dataclass
 class Randomization(Result):
-    """Rank correlations ``(L+1, N)``: row 0 with nothing randomized, row ``i`` with ``layers[:i]``."""
+    """Rank correlations ``(L+1, N)``: row 0 with nothing randomized, row ``i`` with
+    ``layers[:i]`` (``mode="cascading"``) or with ``layers[i - 1]`` alone (``"independent"``)."""
 
     layers: list[str]
     correlations: torch.Tensor
     method: str
+    mode: str = "cascading"
 
     def mean(self) -> torch.Tensor:
         """Mean correlation per cascade step ``(L+1,)`` (NaNs ignored)."""
         return self.correlations.nanmean(dim=1)
 
     def to_frame(self):
-        """One row per cascade step: the last layer randomized and the mean / std correlation."""
+        """One row per step: the layer randomized last (cascading) or alone (independent), and
+        the mean / std correlation."""
         import pandas as pd
 
         values = self.correlations
@@ -99,14 +108,16 @@ class Randomization(Result):
         std = (values - mean[:, None]).pow(2).nanmean(1).sqrt()
         return pd.DataFrame({
             "step": range(len(values)),
-            "randomized_down_to": ["(none)", *self.layers],
+            "randomized_down_to" if self.mode == "cascading" else "randomized": ["(none)",
+                                                                              *self.layers],
             "method": self.method,
+            "mode": self.mode,
             "spearman_mean": mean.tolist(),
             "spearman_std": std.tolist(),
         })
 
     def plot(self):
-        """Mean Spearman correlation per cascade step, the layers randomized down to as ticks."""
+        """Mean Spearman correlation per step, the layers randomized as ticks."""
         from matplotlib.figure import Figure
 
         labels = ["(none)", *self.layers]
@@ -116,21 +127,44 @@ class Randomization(Result):
         ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
         ax.axhline(0, color="black", linewidth=0.5)
         ax.set_ylim(-1.05, 1.05)
-        ax.set_xlabel("randomized down to")
+        ax.set_xlabel("randomized down to" if self.mode == "cascading" else "randomized alone")
         ax.set_ylabel("mean Spearman")
-        ax.set_title(f"model randomization of {self.method}", fontsize=10)
+        ax.set_title(f"{self.mode} model randomization of {self.method}", fontsize=10)
         fig.tight_layout()
         return fig
 
     def _settings(self) -> dict:
-        return {"layers": self.layers, "method": self.method}
+        return {"layers": self.layers, "method": self.method, "mode": self.mode}
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         return {"correlations": self.correlations}
 
     @classmethod
     def _from_saved(cls, settings: dict, tensors: dict[str, torch.Tensor]) -> Randomization:
-        return cls(list(settings["layers"]), tensors["correlations"], settings["method"])
+        return cls(list(settings["layers"]), tensors["correlations"], settings["method"],
+                   settings.get("mode", "cascading"))
+
+
+def randomization_figure(checks: Sequence[Randomization]):
+    """Several randomizations of one method over the same layers (e.g. cascading and
+    independent) as lines on one plot."""
+    from matplotlib.figure import Figure
+
+    labels = ["(none)", *checks[0].layers]
+    fig = Figure(figsize=(min(12.0, 2.0 + 0.45 * len(labels)), 3.2))
+    ax = fig.add_subplot()
+    for check, color in zip(checks, ("#d62728", "#1f77b4", "#2ca02c")):
+        ax.plot(range(len(labels)), check.mean().cpu().tolist(), marker="o", color=color,
+                label=check.mode)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_xlabel("randomized (cascading: down to this layer; independent: this layer alone)")
+    ax.set_ylabel("mean Spearman")
+    ax.set_title(f"model randomization of {checks[0].method}", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
 
 
 def _explainer(explain: str | Explain, options: dict) -> tuple[Explain, str]:
@@ -149,9 +183,10 @@ def _explainer(explain: str | Explain, options: dict) -> tuple[Explain, str]:
 
 def model_randomization(model: nn.Module, images: torch.Tensor, explain: str | Explain,
                         target: TargetSpec = "predicted", *, layers: Sequence[str] | None = None,
-                        absolute: bool = True, seed: int = 0, progress: bool | None = None,
-                        batch_size: int = 32, **options) -> Randomization:
-    """Cascading model randomization, top layer first; Spearman correlation per step and image.
+                        mode: str = "cascading", absolute: bool = True, seed: int = 0,
+                        progress: bool | None = None, batch_size: int = 32,
+                        **options) -> Randomization:
+    """Model randomization, top layer first; Spearman correlation per step and image.
 
     Args:
         explain: a method name for ``seethrough.attribute`` (``options`` are passed on) or a
@@ -159,8 +194,12 @@ def model_randomization(model: nn.Module, images: torch.Tensor, explain: str | E
             per image fixed by the original model, or the callable or unit given.
         layers: cascade order, top first; each name may be a block (all its parameters are
             re-initialised). Default: every module owning parameters, output to input.
+        mode: "cascading" (each step re-initialises one more layer) or "independent" (each
+            step re-initialises its layer alone; the others keep their trained weights).
         absolute: correlate ``|map|`` (Adebayo et al. report both; absolute is their main figure).
     """
+    if mode not in MODES:
+        raise InputError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     images = check_images(images, model).detach()
     run, name = _explainer(explain, {**options, "batch_size": batch_size})
     goal = Target.of(target, len(images))
@@ -187,7 +226,11 @@ def model_randomization(model: nn.Module, images: torch.Tensor, explain: str | E
         rows = [spearman(original, maps_of(randomized))]
         for step, layer in enumerate(progress_bar(names, f"randomize ({name})", unit="layer",
                                                   progress=progress)):
+            trained = ({key: value.clone() for key, value in modules[layer].state_dict().items()}
+                       if mode == "independent" else None)
             torch.manual_seed(seed + 1 + step)
             reinitialize(modules[layer])
             rows.append(spearman(original, maps_of(randomized)))
-    return Randomization(layers=names, correlations=torch.stack(rows), method=name)
+            if trained is not None:
+                modules[layer].load_state_dict(trained)
+    return Randomization(layers=names, correlations=torch.stack(rows), method=name, mode=mode)

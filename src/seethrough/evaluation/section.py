@@ -92,15 +92,19 @@ def cascade_layers(model: nn.Module, stages: int = 5) -> list[str]:
 
 #: the methods the sanity section checks (a CAM and a gradient: the two families it tells apart)
 SANITY_METHODS = ("gradcam", "saliency")
+#: the methods compared on a model trained on shuffled labels (data randomization)
+DATA_METHODS = ("gradcam", "saliency", "guided_backprop", "integrated_gradients")
 #: a map "ignores the model" when its Spearman correlation with the fully randomized model's
 #: map stays above this (Adebayo et al.'s edge detectors stay near 1)
 SANITY_LIMIT = 0.5
 
 
 def sanity_section(model: nn.Module, data: SectionData, options: SectionOptions) -> Section:
-    """Adebayo et al.'s cascading randomization for two methods: do the maps depend on the
-    weights? A method that passes loses its resemblance as the layers are re-initialised."""
-    from seethrough.evaluation.sanity import model_randomization
+    """Adebayo et al.'s sanity checks: cascading and independent model randomization for two
+    methods (do the maps depend on the weights?) and, when ``data.extra["shuffled"]`` holds the
+    same architecture trained on shuffled labels, data randomization (do they depend on what
+    the labels taught?). A method that passes loses its resemblance in both."""
+    from seethrough.evaluation.sanity import model_randomization, randomization_figure
 
     images = data.images[:4 if options.quick else 8]
     layers = cascade_layers(model)
@@ -109,19 +113,50 @@ def sanity_section(model: nn.Module, data: SectionData, options: SectionOptions)
     body, facts, notes = "", {}, []
     settings = report_options(options.quick, image_size=images.shape[-1])
     for method in methods:
-        check = model_randomization(model, images, method, layers=layers, progress=options.progress,
-                                    **settings.get(method, {}))
-        final = float(check.mean()[-1])
-        facts[method] = {"spearman": final, "passes": abs(final) < SANITY_LIMIT}
-        body += figure_html(check.plot(), f"{method}: Spearman correlation of |map| with the "
-                            "original as the layers are re-initialised from the top (lower: the "
-                            "map depends on the weights)")
+        checks = [model_randomization(model, images, method, layers=layers, mode=mode,
+                                      progress=options.progress, **settings.get(method, {}))
+                  for mode in ("cascading", "independent")]
+        final = float(checks[0].mean()[-1])
+        facts[method] = {"spearman": final, "passes": abs(final) < SANITY_LIMIT,
+                         "independent": dict(zip(layers, checks[1].mean()[1:].tolist()))}
+        body += figure_html(randomization_figure(checks), f"{method}: Spearman correlation of "
+                            "|map| with the original as the layers are re-initialised from the "
+                            "top (cascading) or one at a time (independent); lower: the map "
+                            "depends on the weights")
     verdict = [f"{m}: {'passes' if f['passes'] else 'FAILS'} (rho {f['spearman']:.2f})"
                for m, f in facts.items()]
     notes.append(f"{len(images)} images; cascade: {', '.join(layers)}; a method fails when "
                  f"|rho| stays >= {SANITY_LIMIT} with every layer randomized.")
-    return Section("Sanity check", f"<p>{'; '.join(verdict)}.</p>" + body, notes=notes,
-                   facts={"methods": facts})
+    body = f"<p>{'; '.join(verdict)}.</p>" + body
+    tables = {}
+    if data.extra.get("shuffled") is not None:
+        table, html_part = _data_randomization(model, data, options, settings)
+        body += html_part
+        tables["data_randomization"] = table.to_dict("records")
+        facts["data_randomization"] = dict(zip(table["method"], table["spearman_abs_mean"]))
+    return Section("Sanity check", body, notes=notes, facts={"methods": facts}, tables=tables)
+
+
+def _data_randomization(model: nn.Module, data: SectionData, options: SectionOptions,
+                        settings: dict):
+    """The data-randomization table and figure (Adebayo et al.'s second test)."""
+    from seethrough.evaluation.data_randomization import data_randomization
+
+    count = 8 if options.quick else 16
+    images = data.images[:count]
+    labels = data.labels[:count] if data.labels is not None else "predicted"
+    methods = [m for m in DATA_METHODS if not options.methods or m in options.methods]
+    methods = (methods or list(options.methods))[:2 if options.quick else len(DATA_METHODS)]
+    result = data_randomization(model, data.extra["shuffled"], images, methods, labels,
+                                options=settings)
+    table = result.to_frame().round(3)
+    text = (f"<p>Data randomization: Spearman rank correlation between each method's maps for "
+            f"this model and for the same architecture trained on shuffled labels (it can only "
+            f"memorise), on {len(images)} images, the "
+            f"{'true' if data.labels is not None else 'predicted'} class in both. High: the "
+            f"method shows the same thing whatever the labels taught the model.</p>")
+    return table, text + figure_html(result.plot(), "Lower is better: bars |map|, dots the "
+                                     "signed maps") + table_html(table)
 
 
 def shortcut_section(models: dict[str, nn.Module], data: SectionData,
