@@ -49,7 +49,9 @@ def pointing_game(maps, masks, *, tolerance: int | None = None) -> torch.Tensor:
     """1.0 where the map's maximum is within ``tolerance`` px of the mask, else 0.0; ``(N,)``.
 
     Ties for the maximum: the first in raster order. ``tolerance`` defaults to
-    ``default_tolerance(W)`` (15 px at 224 px).
+    ``default_tolerance(W)`` (15 px at 224 px). Quantus' ``PointingGame`` has no tolerance and
+    counts a hit when any pixel tied for the maximum is on the object: with ``tolerance=0`` and
+    no ties they agree (tests/evaluation/test_quantus_agreement.py).
     """
     maps, masks = _inputs(maps, masks)
     _, height, width = maps.shape
@@ -82,7 +84,8 @@ def bounding_boxes(masks: torch.Tensor) -> torch.Tensor:
 def energy_pointing_game(maps, masks, *, box: bool = False) -> torch.Tensor:
     """Share of the positive map energy inside the mask (or its bounding box); ``(N,)`` in [0, 1].
 
-    A map with no positive values scores 0.
+    A map with no positive values scores 0. Equal to Quantus' ``AttributionLocalisation``
+    (Kohlbrenner et al. 2020) with ``abs=False, normalise=False``.
     """
     maps, masks = _inputs(maps, masks)
     region = bounding_boxes(masks) if box else masks

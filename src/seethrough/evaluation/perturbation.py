@@ -107,7 +107,10 @@ def deletion_curve(model: nn.Module, images: torch.Tensor, maps, target: TargetS
     """Probability of the target ``(N, S+1)`` as pixels are removed, most important first.
 
     ``substrate`` replaces removed pixels: ``"zeros"`` (RISE), ``"blur"`` or ``"mean"``. A
-    callable or unit target's value is used instead of a probability.
+    callable or unit target's value is used instead of a probability. Quantus'
+    ``PixelFlipping`` removes single values of the (C, H, W) input, to each image's minimum by
+    default ("black"), and leaves out the intact image: with ``features_in_step = C * step``,
+    ``perturb_baseline=0.0`` and ``softmax=True`` it gives this curve's points after the first.
     """
     return _run_curves(model, images, maps, target, start=lambda x: x,
                        finish=lambda x: _substrate(x, substrate), step=step,
