@@ -35,12 +35,14 @@ from seethrough.trace import Trace, resolve_layer
 
 @dataclass
 class ChannelScores(Result):
-    """Per-image, per-channel scores ``(N, C)`` at ``layer`` for the classes ``target``."""
+    """Per-image, per-channel scores ``(N, C)`` at ``layer`` for the classes ``target``;
+    ``maps``, when kept, the scores before the sum over space ``(N, C, h, w)``."""
 
     scores: torch.Tensor
     layer: str
     target: torch.Tensor | None
     method: str = "gradient_x_activation"
+    maps: torch.Tensor | None = None
 
     def top(self, k: int = 5) -> torch.Tensor:
         """Indices ``(N, k)`` of the channels with the highest scores per image."""
@@ -78,11 +80,14 @@ class ChannelScores(Result):
         tensors = {"scores": self.scores}
         if self.target is not None:
             tensors["target"] = self.target
+        if self.maps is not None:
+            tensors["maps"] = self.maps
         return tensors
 
     @classmethod
     def _from_saved(cls, settings: dict, tensors: dict[str, torch.Tensor]) -> ChannelScores:
-        return cls(tensors["scores"], settings["layer"], tensors.get("target"), settings["method"])
+        return cls(tensors["scores"], settings["layer"], tensors.get("target"), settings["method"],
+                   tensors.get("maps"))
 
 
 def _check_channels(output: torch.Tensor, layer: str) -> None:
@@ -92,11 +97,13 @@ def _check_channels(output: torch.Tensor, layer: str) -> None:
 
 
 def channel_attribution(model: nn.Module, images: torch.Tensor, layer: str,
-                        target: TargetSpec = "predicted", *, batch_size: int = 32) -> ChannelScores:
+                        target: TargetSpec = "predicted", *, batch_size: int = 32,
+                        keep_maps: bool = False) -> ChannelScores:
     """Gradient x activation summed over space: ``sum_{h,w} A_c(h,w) dS/dA_c(h,w)``, ``(N, C)``.
 
     ``A`` is the layer's output before any in-place op after it (a following in-place ReLU does
-    not change what is scored). The model's parameters get no gradients.
+    not change what is scored). The model's parameters get no gradients. ``keep_maps`` keeps
+    ``A * dS/dA`` per position (``ChannelScores.maps``: where each channel's share comes from).
     """
     images = check_images(images, model)
     name, _ = resolve_layer(model, layer)
@@ -107,7 +114,8 @@ def channel_attribution(model: nn.Module, images: torch.Tensor, layer: str,
     product = acts * grads
     scores = product.flatten(2).sum(2) if product.dim() > 2 else product
     classes = goal.classes.clone() if goal.is_class else None
-    return ChannelScores(scores, name, classes)
+    kept = product.detach() if keep_maps and product.dim() == 4 else None
+    return ChannelScores(scores, name, classes, maps=kept)
 
 
 @dataclass

@@ -39,6 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="points on the deletion / insertion curves (default: %(default)s; "
                         "RISE used one step per row of pixels: --steps 224 at 224 px)")
     parser.add_argument("--no-scores", action="store_true", help="only the grid, no scores")
+    parser.add_argument("--channels", metavar="LAYER",
+                        help="also score LAYER's channels (gradient x activation): OUT/channels.csv"
+                        " (per channel: mean score, rank, how often in an image's top 5) and "
+                        "OUT/channels.png (each image's top channels, where their share comes from)")
+    parser.add_argument("--segment", nargs="?", const="", metavar="METHOD",
+                        help="also cut each image's object out with GrabCut from METHOD's map "
+                        "(default: the first of --methods): OUT/segments.png and OUT/segments.csv "
+                        "(with --conceptworld: IoU with the true object, and a centred box's)")
     parser.add_argument("--out", default="attribution-out", help="output folder (default: %(default)s)")
     parser.set_defaults(run=run)
 
@@ -87,8 +95,12 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, weights=args.weights)
     from seethrough.trace import resolve_layer
 
-    if args.layer is not None:
-        resolve_layer(model, args.layer)  # fail fast with close names
+    for layer in (args.layer, args.channels):
+        if layer is not None:
+            resolve_layer(model, layer)  # fail fast with close names
+    if args.segment and args.segment not in methods:
+        raise InputError(f"--segment {args.segment}: that method is not in --methods "
+                         f"({', '.join(methods)}); add it, or give one of those")
     size = model.input_size[-1]
     masks = labels = photos = None
     if args.conceptworld is not None:
@@ -129,6 +141,55 @@ def run(args: argparse.Namespace) -> int:
         write_text_atomic(out / "scores.csv", frame.to_csv(index=False))
         print(frame.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         print(f"scores written to {(out / 'scores.csv').resolve()}")
+    if args.channels is not None:
+        _channels(model, images, args.channels, explained, titles, out, args.batch_size)
+    if args.segment is not None:
+        name = args.segment or methods[0]
+        _segments(images, results[name][0], name, masks, titles, out)
     if photos is not None and photos.skipped:
         print(f"seethrough attribute: {photos.describe()}", file=sys.stderr)
     return 0
+
+
+def _channels(model, images, layer: str, explained, titles, out, batch_size: int) -> None:
+    """OUT/channels.csv and OUT/channels.png: which of ``layer``'s channels carry the decision."""
+    from seethrough.atomic import save_figure_atomic, write_text_atomic
+    from seethrough.attribution.channels import channel_attribution
+    from seethrough.attribution.figures import channels_figure
+
+    target = "predicted" if explained is None else explained
+    scores = channel_attribution(model, images, layer, target, batch_size=batch_size,
+                                 keep_maps=True)
+    frame = scores.to_frame()
+    write_text_atomic(out / "channels.csv", frame.to_csv(index=False))
+    if scores.maps is not None:
+        save_figure_atomic(channels_figure(images, scores, row_titles=titles),
+                           out / "channels.png", dpi=110)
+    print(f"{scores.layer}: top channels by mean score "
+          + ", ".join(f"{c} ({v:.3g})" for c, v in zip(frame.channel[:5], frame.mean_score[:5])))
+    print(f"channel scores written to {(out / 'channels.csv').resolve()}")
+
+
+def _segments(images, result, method: str, masks, titles, out) -> None:
+    """OUT/segments.png and OUT/segments.csv: GrabCut from ``method``'s maps."""
+    import pandas as pd
+
+    from seethrough.atomic import save_figure_atomic, write_text_atomic
+    from seethrough.attribution.figures import segments_figure
+    from seethrough.attribution.segment import centre_box, grabcut
+
+    segments = grabcut(images, result)
+    frame = pd.DataFrame({"image": titles, "method": method,
+                          "segment_area": segments.flatten(1).float().mean(1).tolist()})
+    if masks is not None:
+        from seethrough.evaluation import iou
+
+        box = centre_box(*segments.shape)
+        frame["iou"] = iou(segments, masks).tolist()
+        frame["centre_box_iou"] = iou(box, masks).tolist()
+        print(f"GrabCut from {method}: mean IoU with the true object {frame.iou.mean():.3f} "
+              f"(a centred box: {frame.centre_box_iou.mean():.3f})")
+    write_text_atomic(out / "segments.csv", frame.to_csv(index=False))
+    save_figure_atomic(segments_figure(images, result, segments, masks=masks, row_titles=titles),
+                       out / "segments.png", dpi=110)
+    print(f"segments written to {(out / 'segments.png').resolve()}")

@@ -26,7 +26,7 @@ from torch import nn
 
 from seethrough.attribution.compare import report_options, run_methods
 from seethrough.attribution.figures import methods_figure
-from seethrough.attribution.section import attribute_all, grid_html, headline_facts
+from seethrough.attribution.section import SHOWN, attribute_all, grid_html, headline_facts
 from seethrough.evaluation.localization import energy_pointing_game
 from seethrough.evaluation.ranking import ranked, score_methods
 from seethrough.sections import Section, SectionData, SectionOptions
@@ -75,8 +75,57 @@ def section(model: nn.Module, data: SectionData, options: SectionOptions) -> Sec
                  f"{FAITHFULNESS_STEPS} steps (RISE). Time: seconds per image.</p>")
         body += table_html(table)
         tables = {"attribution_faithfulness": table.to_dict("records")}
+    figures, table_part, table = _channels_and_segments(model, shown, results)
+    body += figures + table_part
+    if table is not None:
+        tables["grabcut"] = table.to_dict("records")
     return Section("Attribution", body, notes=notes, facts=headline_facts(model, results, data),
                    tables=tables)
+
+
+#: the map GrabCut segments in the report, when the section ran it (else the first method's)
+SEGMENT_METHOD = "gradcam"
+
+
+def _channels_and_segments(model: nn.Module, data: SectionData, results: dict):
+    """Which channels of the CAM layer carry each decision, and the object GrabCut cuts out of
+    a map (scored on the true masks when there are some): two figures and the IoU table."""
+    import pandas as pd
+
+    from seethrough.attribution.channels import channel_attribution
+    from seethrough.attribution.figures import channels_figure, segments_figure
+    from seethrough.attribution.layers import default_layer
+    from seethrough.attribution.segment import centre_box, grabcut
+    from seethrough.evaluation.localization import iou
+
+    shown = data.first(SHOWN)
+    first, _ = next(iter(results.values()))
+    target = "predicted" if first.target is None else first.target[:SHOWN]
+    layer = default_layer(model)
+    scores = channel_attribution(model, shown.images, layer, target, keep_maps=True)
+    body = ""
+    if scores.maps is not None:
+        body += figure_html(channels_figure(shown.images, scores, row_titles=shown.names),
+                            f"Channel attribution at {layer}: each image's four channels with "
+                            "the largest gradient x activation (their share of the score), and "
+                            "where in the image that share comes from.")
+    method = SEGMENT_METHOD if SEGMENT_METHOD in results else next(iter(results))
+    result = results[method][0]
+    segments = grabcut(data.images, result)
+    table = None
+    text = f"GrabCut (Rother et al. 2004) started from {method}'s map"
+    if data.masks is not None:
+        table = pd.DataFrame({"segmentation": [f"GrabCut from {method}", "centred box (25%)"],
+                              "mean IoU with the object": [
+                                  float(iou(segments, data.masks).nanmean()),
+                                  float(iou(centre_box(*segments.shape), data.masks).nanmean())],
+                              "images": len(data.images)}).round(3)
+        text += (f": mean IoU with the true object {table.iloc[0, 1]:.2f} on "
+                 f"{len(data.images)} images, against {table.iloc[1, 1]:.2f} for a centred box")
+    body += figure_html(segments_figure(shown.images, result.maps[:SHOWN], segments[:SHOWN],
+                                        masks=None if shown.masks is None else shown.masks,
+                                        row_titles=shown.names), text + ".")
+    return body, table_html(table) if table is not None else "", table
 
 
 def cascade_layers(model: nn.Module, stages: int = 5) -> list[str]:
