@@ -7,6 +7,7 @@
 * ``two_nn`` / ``mle`` / ``pca_dimension`` / ``profile``: intrinsic dimension, per layer;
 * ``field_map`` / ``receptive_field``: true receptive fields from the architecture;
 * ``top_patches``: maximally activating dataset patches cropped to those fields;
+* ``patch_responses``: the part of each patch a unit responds to (guided backpropagation);
 * ``activation_grid``, ``unit_kernel`` / ``input_layer``: one image's channels, and a unit's
   kernel over its inputs;
 * ``polysemantic_units``: units that detect several concepts in a dissection.
@@ -34,10 +35,11 @@ from seethrough.represent.nearest import Neighbors, neighbors
 from seethrough.represent.patches import Patches, top_patches
 from seethrough.represent.polysemantic import polysemantic_units
 from seethrough.represent.receptive import FieldMap, field_map, receptive_field
+from seethrough.represent.responses import patch_responses
 
 __all__ = [
     "FieldMap", "Neighbors", "Patches", "activation_grid", "dataset_features", "embed",
     "features", "field_map", "figures", "input_layer", "intrinsic_dimension", "layer_features",
-    "mle", "neighbors", "pca_dimension", "polysemantic_units", "profile", "receptive_field",
+    "mle", "neighbors", "patch_responses", "pca_dimension", "polysemantic_units", "profile", "receptive_field",
     "top_patches", "two_nn", "unit_kernel",
 ]

@@ -63,6 +63,26 @@ def patches_figure(patches, units: int | None = 8, labels: dict[int, str] | None
     return figure
 
 
+def responses_figure(patches, responses: torch.Tensor, *, units: int = 4, k: int = 3,
+                     method: str = "guided backprop") -> Figure:
+    """Rows = units, columns = each top patch beside the unit's gradient on it (``responses``
+    from ``patch_responses``): the part of the patch the unit responds to."""
+    count, k = min(units, len(patches.units)), min(k, patches.values.shape[1])
+    figure = Figure(figsize=(1.1 * 2 * k + 1.0, 1.15 * count + 0.5))
+    figure.suptitle(f"{patches.layer}: top patches and the unit's {method}", fontsize=9)
+    for row in range(count):
+        for rank in range(k):
+            index = row * 2 * k + 2 * rank + 1
+            axis = _image_axis(figure, count, 2 * k, index, patches.crops[row, rank],
+                               f"{float(patches.values[row, rank]):.2f}", size=6)
+            _image_axis(figure, count, 2 * k, index + 1, responses[row, rank], method, size=6)
+            if rank == 0:
+                axis.set_ylabel(f"unit {int(patches.units[row])}", fontsize=7, rotation=0,
+                                ha="right", va="center")
+    figure.tight_layout()
+    return figure
+
+
 def neighbors_figure(images: Callable[[int], torch.Tensor] | torch.Tensor,
                      queries: Sequence[int], feature_neighbors: torch.Tensor,
                      pixel_neighbors: torch.Tensor, names: Sequence[str] | None = None,

@@ -43,6 +43,7 @@ from seethrough.represent.kernels import input_layer, unit_kernel
 from seethrough.represent.maps import embed
 from seethrough.represent.nearest import neighbors
 from seethrough.represent.patches import Patches, read_images, top_patches
+from seethrough.represent.responses import patch_responses
 from seethrough.represent.polysemantic import group_by_concept, polysemantic_units
 from seethrough.represent.receptive import field_map
 from seethrough.sections import Section, SectionData, SectionOptions
@@ -110,9 +111,16 @@ def _patches_html(model, layer, data, quick, labels) -> tuple[str, Patches]:
     field = ("the whole image" if patches.field_size is None
              else f"its {patches.field_size[0]} x {patches.field_size[1]} px receptive field")
     figure = figures.patches_figure(shown, units=None, labels=labels)
-    return figure_html(figure, f"{layer}: the units whose 8th-best image activates them most, "
+    body = figure_html(figure, f"{layer}: the units whose 8th-best image activates them most, "
                        f"each with the images where it peaks, cropped to {field} around the "
-                       "peak (grey: outside the image; value = activation)"), patches
+                       "peak (grey: outside the image; value = activation)")
+    first = Patches(shown.layer, shown.units[:4], shown.values[:4, :3], shown.indices[:4, :3],
+                    shown.positions[:4, :3], shown.crops[:4, :3], shown.field_size)
+    responses = patch_responses(model, first, data)
+    body += figure_html(figures.responses_figure(first, responses), "The part of each patch the "
+                        "unit responds to: guided backpropagation (Springenberg et al. 2015) of "
+                        "the unit at its peak alone, on the same field (grey: zero gradient)")
+    return body, patches
 
 
 def _kernel_html(model, layer, data, patches: Patches, shape) -> str:
