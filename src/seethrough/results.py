@@ -73,6 +73,8 @@ TYPES = {
     "LayerTable": "seethrough.core.layer_table",
     "Patches": "seethrough.represent.patches",
     "Adversarial": "seethrough.adversarial.result",
+    "DetectorResult": "seethrough.adversarial.detect",
+    "RobustnessResult": "seethrough.adversarial.robustness",
 }
 
 

@@ -243,7 +243,7 @@ def check_positive(value, name: str, *, zero: bool = False) -> float:
 
 
 @contextmanager
-def _seeded(device: torch.device, seed: int) -> Iterator[None]:
+def seeded(device: torch.device, seed: int) -> Iterator[None]:
     """Fork the generators of the CPU and of the model's device, and seed them."""
     devices = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == "cuda" else []
@@ -306,7 +306,7 @@ def register(name: str, *, untargeted: bool = True, targeted: bool = True,
             threshold = settings.get(confidence) if confidence else None
 
             parts, device = [], model_device(model)
-            with run_scope(model), _seeded(device, seed):
+            with run_scope(model), seeded(device, seed):
                 for part in chunks(count, batch_size, desc=name):
                     problem = Problem(model, pick, images[part], part, truth, goal, threshold)
                     outcome = engine(problem, **settings)
