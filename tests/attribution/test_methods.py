@@ -19,7 +19,8 @@ LIGHT = {
     "meaningful_perturbation": {"iterations": 5},
     "extremal_perturbation": {"iterations": 5},
 }
-LAYERED = {"cam", "gradcam", "gradcam_plus_plus", "scorecam", "guided_gradcam"}
+LAYERED = {"cam", "gradcam", "gradcam_plus_plus", "scorecam", "guided_gradcam", "hirescam",
+           "xgradcam", "layercam", "eigencam", "ablationcam"}
 #: CAM needs a final linear layer fed by global average pooling
 CAM_ARCHITECTURES = {"resnet18", "densenet121"}
 #: the automatic layer: the outermost block holding the last conv and no classifier part

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from seethrough.attribution import (  # noqa: F401  (each module adds its methods to METHODS)
+    cam_variants,
     cams,
     gradients,
     optimized_masks,
@@ -48,8 +49,8 @@ def attribute(
             segmentation, detection).
         method: a name in ``METHODS``: saliency, input_x_gradient, integrated_gradients,
             smoothgrad, guided_backprop, deconvnet, cam, gradcam, gradcam_plus_plus,
-            scorecam, guided_gradcam, occlusion, rise, meaningful_perturbation,
-            extremal_perturbation.
+            hirescam, xgradcam, layercam, eigencam, ablationcam, scorecam, guided_gradcam,
+            occlusion, rise, meaningful_perturbation, extremal_perturbation.
         batch_size: most images (or perturbed copies, or path points) per forward pass.
         **options: the method's own options (see its docstring), e.g. ``layer="layer3"``,
             ``n_steps=50``, ``base="integrated_gradients"``.
