@@ -28,6 +28,7 @@ from torch import nn
 from seethrough.core import Registry, Target, TargetSpec, check_images, run_scope
 from seethrough.core.inputs import as_maps
 from seethrough.errors import InputError
+from seethrough.evaluation.data_randomization import DataRandomization, data_randomization
 from seethrough.evaluation.localization import (
     energy_pointing_game,
     iou,
@@ -41,7 +42,6 @@ from seethrough.evaluation.perturbation import (
     insertion,
     insertion_curve,
 )
-from seethrough.evaluation.data_randomization import DataRandomization, data_randomization
 from seethrough.evaluation.sanity import Randomization, model_randomization, spearman
 from seethrough.results import Result
 

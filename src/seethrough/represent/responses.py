@@ -24,7 +24,6 @@ from torch import nn
 from seethrough.represent.patches import Patches, field_crop, read_images
 from seethrough.represent.receptive import field_map
 
-
 #: the share of the largest gradient values drawn saturated (Captum's visualizer clips 2 %)
 OUTLIERS = 0.01
 

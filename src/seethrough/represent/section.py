@@ -43,9 +43,9 @@ from seethrough.represent.kernels import input_layer, unit_kernel
 from seethrough.represent.maps import embed
 from seethrough.represent.nearest import neighbors
 from seethrough.represent.patches import Patches, read_images, top_patches
-from seethrough.represent.responses import patch_responses
 from seethrough.represent.polysemantic import group_by_concept, polysemantic_units
 from seethrough.represent.receptive import field_map
+from seethrough.represent.responses import patch_responses
 from seethrough.sections import Section, SectionData, SectionOptions
 from seethrough.viz.html import figure_html, table_html
 
