@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from seethrough.core.ranks import rankdata
 from seethrough.errors import InputError
 from seethrough.evaluation import (
     area_under_curve,
@@ -20,7 +21,6 @@ from seethrough.evaluation import (
     spearman,
 )
 from seethrough.evaluation.localization import default_tolerance
-from seethrough.evaluation.sanity import rankdata
 
 SIZE = 16
 

@@ -68,7 +68,7 @@ MEASURES = ("topk", "center")
 def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(N,) Spearman correlation of the rows of two ``(N, ...)`` maps; 1 where they are equal
     (also constant ones), NaN where one is constant and the other not."""
-    from seethrough.evaluation.sanity import spearman
+    from seethrough.core.ranks import spearman
 
     a, b = a.flatten(1), b.flatten(1)
     value = spearman(a, b)

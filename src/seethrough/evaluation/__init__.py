@@ -27,6 +27,7 @@ from torch import nn
 
 from seethrough.core import Registry, Target, TargetSpec, check_images, run_scope
 from seethrough.core.inputs import as_maps
+from seethrough.core.ranks import spearman
 from seethrough.errors import InputError
 from seethrough.evaluation.data_randomization import DataRandomization, data_randomization
 from seethrough.evaluation.localization import (
@@ -42,7 +43,7 @@ from seethrough.evaluation.perturbation import (
     insertion,
     insertion_curve,
 )
-from seethrough.evaluation.sanity import Randomization, model_randomization, spearman
+from seethrough.evaluation.sanity import Randomization, model_randomization
 from seethrough.results import Result
 
 #: metric name -> (needs masks, higher is better)

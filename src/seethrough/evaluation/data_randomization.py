@@ -31,8 +31,8 @@ from torch import nn
 
 from seethrough.core import Target, TargetSpec, check_images, run_scope
 from seethrough.core.inputs import as_maps
+from seethrough.core.ranks import spearman
 from seethrough.errors import InputError
-from seethrough.evaluation.sanity import spearman
 from seethrough.results import Result
 
 
