@@ -18,9 +18,18 @@ LIGHT = {
     "rise": {"n_masks": 20},
     "meaningful_perturbation": {"iterations": 5},
     "extremal_perturbation": {"iterations": 5},
+    "gradient_shap": {"n_samples": 2},
+    "layer_conductance": {"n_steps": 3},
+    "neuron_conductance": {"n_steps": 3},
+    # superpixel methods: a 3 x 3 grid (SLIC finds one segment in these noise images)
+    "lime": {"segments": "grid", "n_segments": 9, "n_samples": 16},
+    "kernel_shap": {"segments": "grid", "n_segments": 9, "n_samples": 16},
+    "shapley_sampling": {"segments": "grid", "n_segments": 9, "n_samples": 1},
+    "feature_ablation": {"segments": "grid", "n_segments": 9},
 }
 LAYERED = {"cam", "gradcam", "gradcam_plus_plus", "scorecam", "guided_gradcam", "hirescam",
            "xgradcam", "layercam", "eigencam", "ablationcam"}
+LAYERED |= {"layer_conductance", "neuron_conductance"}
 #: CAM needs a final linear layer fed by global average pooling
 CAM_ARCHITECTURES = {"resnet18", "densenet121"}
 #: the automatic layer: the outermost block holding the last conv and no classifier part

@@ -245,6 +245,19 @@ def test_papers_defaults_are_pinned():
     assert (ep["areas"], ep["iterations"], ep["lr"], ep["regularization"], ep["step"], ep["sigma"]) == (
         (0.1,), 800, 0.01, 300.0, 7, 21.0)
     assert defaults("occlusion")["baseline"] == 0.5
+    assert (defaults("deeplift")["baseline"], defaults("deeplift")["maxpool"]) == (0.0, "delta")
+    assert defaults("deeplift_shap")["baselines"] is None  # black + white (Captum requires some)
+    gshap = defaults("gradient_shap")
+    assert (gshap["n_samples"], gshap["stdevs"], gshap["baselines"]) == (5, 0.0, None)  # Captum's
+    assert (defaults("layer_conductance")["n_steps"], defaults("layer_conductance")["baseline"]) == (50, 0.0)
+    assert (defaults("neuron_conductance")["n_steps"], defaults("neuron_conductance")["neuron"]) == (50, None)
+    assert defaults("smoothgrad")["variant"] == "smoothgrad"
+    lime = defaults("lime")
+    assert (lime["segments"], lime["n_samples"], lime["kernel_width"], lime["alpha"], lime["baseline"],
+            lime["probabilities"]) == ("slic", 1000, 0.25, 1.0, "mean", True)
+    assert defaults("kernel_shap")["n_samples"] is None  # shap's automatic 2 M + 2048
+    assert defaults("shapley_sampling")["n_samples"] == 25
+    assert defaults("feature_ablation")["baseline"] == 0.5
 
 
 BATCHABLE = {

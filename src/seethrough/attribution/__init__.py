@@ -19,11 +19,14 @@ from torch import nn
 from seethrough.attribution import (  # noqa: F401  (each module adds its methods to METHODS)
     cam_variants,
     cams,
+    conductance,
     gradients,
     optimized_masks,
     perturbation,
+    reference,
     scorecam,
     smoothgrad,
+    surrogates,
 )
 from seethrough.attribution.layers import default_layer
 from seethrough.attribution.registry import METHODS, register

@@ -95,9 +95,9 @@ def attribute_all(model: nn.Module, data: SectionData, options: SectionOptions
         target = Target(len(data.images), classes=data.labels.clone())
     results = run_methods(model, data.images, methods, target=target, options=settings,
                           progress=options.progress)
-    notes = [f"Settings reduced for a CPU run: {settings}; other methods use their papers'. "
+    notes = [(f"Settings reduced for a CPU run: {settings}; other methods use their papers'. "
              f"Explained: the {'true class where known, else the ' if data.labels is not None else ''}"
-             "predicted class."]
+             "predicted class.")]
     if size > 128 and options.methods is None:
         notes.append("Left out at this image size: " + ", ".join(SLOW_METHODS) + " (slow).")
     if total > len(data.images):
