@@ -29,6 +29,9 @@ METHODS = {
     "kernel_shap": {"n_segments": 16, "n_samples": 32},
     "shapley_sampling": {"n_segments": 16, "n_samples": 2},
     "feature_ablation": {"n_segments": 16},
+    "lrp": {}, "excitation_backprop": {}, "contrastive_excitation_backprop": {},
+    # fullgrad is not listed: 0.47 vs random 0.24 (its last BatchNorm's bias map, |b * dS/dz|, is
+    # flat wherever a unit is on, and scores 0.22 alone; pytorch-grad-cam's FullGrad agrees)
 }
 
 

@@ -258,6 +258,11 @@ def test_papers_defaults_are_pinned():
     assert defaults("kernel_shap")["n_samples"] is None  # shap's automatic 2 M + 2048
     assert defaults("shapley_sampling")["n_samples"] == 25
     assert defaults("feature_ablation")["baseline"] == 0.5
+    lrp = defaults("lrp")  # zennit's EpsilonPlusFlat (Montavon et al.'s CNN recipe); gamma 0.25 as theirs
+    assert (lrp["rule"], lrp["epsilon"], lrp["gamma"], lrp["box"]) == ("epsilon_plus_flat", 1e-6, 0.25, (0.0, 1.0))
+    assert defaults("excitation_backprop")["layer"] is None  # default_layer, as the CAMs
+    assert defaults("contrastive_excitation_backprop")["contrast_layer"] is None  # the classifier's input
+    assert defaults("fullgrad")["normalize"] == "layer"  # per layer map, as the paper's code
 
 
 BATCHABLE = {
@@ -278,3 +283,15 @@ def test_batched_equals_one_at_a_time(method, resnet):
         loose = method in ("meaningful_perturbation", "extremal_perturbation")
         torch.testing.assert_close(together.maps[i:i + 1], alone.maps, rtol=1e-4,
                                    atol=1e-2 if loose else 1e-5)
+
+
+def test_every_method_has_a_family_and_a_use_in_the_guide():
+    from seethrough.attribution.compare import GUIDE, QUICK_METHODS, guide_frame, method_names
+
+    assert set(GUIDE) == set(METHODS), set(GUIDE) ^ set(METHODS)
+    assert all(family and len(use) > 10 for family, use in GUIDE.values())
+    assert set(QUICK_METHODS) <= set(METHODS)
+    assert method_names(None, quick=True) == list(QUICK_METHODS)
+    frame = guide_frame(["occlusion", "saliency", "gradcam", "lime"])
+    assert frame["method"].tolist() == ["saliency", "gradcam", "occlusion", "lime"]
+    assert list(frame.columns) == ["family", "method", "when to use"]

@@ -86,7 +86,7 @@ def attribute_all(model: nn.Module, data: SectionData, options: SectionOptions
     count = METHOD_IMAGES if data.images.shape[-1] <= 128 else METHOD_IMAGES // 4
     data = data.first(count // 2 if options.quick else count)
     size = data.images.shape[-1]
-    methods = options.methods or method_names(None)
+    methods = options.methods or method_names(None, quick=options.quick)
     if options.methods is None and size <= 128 and not options.quick:
         methods = methods + list(SLOW_METHODS)
     settings = report_options(options.quick, image_size=size)

@@ -24,7 +24,7 @@ from dataclasses import replace
 
 from torch import nn
 
-from seethrough.attribution.compare import report_options, run_methods
+from seethrough.attribution.compare import guide_frame, report_options, run_methods, with_family
 from seethrough.attribution.figures import methods_figure
 from seethrough.attribution.section import SHOWN, attribute_all, grid_html, headline_facts
 from seethrough.evaluation.localization import energy_pointing_game
@@ -56,8 +56,8 @@ def section(model: nn.Module, data: SectionData, options: SectionOptions) -> Sec
                               step=2 * shown.images.shape[-1], progress=options.progress)
         body += (f"<p>Methods ranked on {len(shown.images)} images with known object masks. "
                  f"{html.escape(RANKING_TEXT)}</p>")
-        body += table_html(ranked(frame))
-        tables = {"attribution_ranking": ranked(frame).to_dict("records")}
+        body += table_html(with_family(ranked(frame)))
+        tables = {"attribution_ranking": with_family(ranked(frame)).to_dict("records")}
     else:  # no ground truth: how faithful each map is, by deletion and insertion
         count = min(len(shown.images), 4 if options.quick else 8)
         subset = {name: (replace(result, maps=result.maps[:count], raw=None, goal=None,
@@ -73,8 +73,10 @@ def section(model: nn.Module, data: SectionData, options: SectionOptions) -> Sec
                  f"better), the area under the probability of the explained class as pixels are "
                  f"removed (to black) / restored (from a blur) in map order, in "
                  f"{FAITHFULNESS_STEPS} steps (RISE). Time: seconds per image.</p>")
-        body += table_html(table)
-        tables = {"attribution_faithfulness": table.to_dict("records")}
+        body += table_html(with_family(table))
+        tables = {"attribution_faithfulness": with_family(table).to_dict("records")}
+    body += ("<details><summary>The methods: when to use each</summary>"
+             + table_html(guide_frame(list(results))) + "</details>")
     figures, table_part, table = _channels_and_segments(model, shown, results)
     body += figures + table_part
     if table is not None:
