@@ -11,19 +11,25 @@ Example:
 from __future__ import annotations
 
 from seethrough.featureviz import objectives
+from seethrough.featureviz.atlas import Atlas, activation_atlas
 from seethrough.featureviz.objectives import Objective
 from seethrough.featureviz.params import ImageParam, color_correlation_sqrt
 from seethrough.featureviz.render import Probe, Renderer, Visualization, visualize
 from seethrough.featureviz.transforms import Transforms
+from seethrough.featureviz.views import NeuronGroups, neuron_groups
 
 __all__ = [
+           "Atlas",
            "ImageParam",
+           "NeuronGroups",
            "Objective",
            "Probe",
            "Renderer",
            "Transforms",
            "Visualization",
+           "activation_atlas",
            "color_correlation_sqrt",
+           "neuron_groups",
            "objectives",
            "visualize",
 ]
