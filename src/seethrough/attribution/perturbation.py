@@ -42,7 +42,7 @@ def _starts(size: int, window: int, stride: int) -> list[int]:
 def occlusion(
     model: nn.Module, images: torch.Tensor, target: Target, *, window: int | tuple[int, int] | None = None,
     stride: int | tuple[int, int] | None = None, baseline: float | torch.Tensor = 0.5,
-    batch_size: int = 32,
+    incremental: bool = True, batch_size: int = 32,
 ) -> Attribution:
     """Occlusion (Zeiler & Fergus 2014): slide a grey patch, record the drop of the score.
 
@@ -51,6 +51,11 @@ def occlusion(
     shorter side (28 px at 224, 8 px at 64), stride half the window, grey baseline 0.5 (the
     paper's grey square); ``baseline`` may be any number or tensor broadcastable to the images.
     ``raw`` is the drop per window position (N, 1, rows, cols).
+
+    ``incremental`` (default): each window position recomputes only what the window reaches in
+    each layer (``attribution.incremental``, Nakandala et al. 2019), the same map as full
+    recompute to float rounding; ``options["recompute"]`` says which ran and why (a model
+    torch.fx cannot trace, one in training mode, or a unit target: full recompute).
     """
     height, width = images.shape[-2:]
     window = _pair(window if window is not None else max(1, math.ceil(min(height, width) / 8)), "window")
@@ -62,20 +67,58 @@ def occlusion(
     for index, (top, left) in enumerate((t, l) for t in rows for l in cols):
         masks[index, :, top:top + window[0], left:left + window[1]] = True
     fill = as_baseline(baseline, images)
+    runner, recompute = _incremental_runner(model, target) if incremental else (None, "full")
+    if runner is not None:
+        drops = _incremental_drops(runner, images, target, fill, rows, cols, window, batch_size)
     with torch.no_grad():
         clean = torch.cat([
             target.scores(model(images[part]), part, clean=True) for part in chunks(len(images), batch_size)
         ])
-        drops = images.new_empty(len(images), len(masks))
-        for part in chunks(len(images) * len(masks), batch_size, desc="occlusion"):
+        if runner is None:
+            drops = _full_drops(model, images, target, fill, masks, clean, batch_size)
+        covered = masks.sum(0, dtype=images.dtype)
+        total = torch.einsum("np,pchw->nchw", drops, masks.to(images.dtype))
+    return Attribution(total / covered, raw=drops.view(len(images), 1, len(rows), len(cols)),
+                       options={"window": window, "stride": stride, "recompute": recompute})
+
+
+def _full_drops(model, images, target, fill, masks, clean, batch_size) -> torch.Tensor:
+    """(N, positions) score drops, each occluded image run through the whole model."""
+    drops = images.new_empty(len(images), len(masks))
+    for part in chunks(len(images) * len(masks), batch_size, desc="occlusion"):
             pair = torch.arange(part.start, part.stop, device=images.device)
             image, position = pair // len(masks), pair % len(masks)
             occluded = torch.where(masks[position], fill[image], images[image])
             drops[image, position] = clean[image] - target.scores(model(occluded), image)
-        covered = masks.sum(0, dtype=images.dtype)
-        total = torch.einsum("np,pchw->nchw", drops, masks.to(images.dtype))
-    return Attribution(total / covered, raw=drops.view(len(images), 1, len(rows), len(cols)),
-                       options={"window": window, "stride": stride})
+    return drops
+
+
+def _incremental_runner(model: nn.Module, target: Target):
+    """``(IncrementalModel, "incremental")``, or ``(None, "full: why")``."""
+    from seethrough.attribution.incremental import IncrementalModel
+
+    if target.unit is not None:
+        return None, "full: a unit target reads an inner layer of the whole model"
+    if model.training:
+        return None, "full: the model is in training mode (batch statistics)"
+    try:
+        return IncrementalModel.trace(model), "incremental"
+    except Exception as error:  # noqa: BLE001 - any failure to trace: full recompute
+        return None, f"full: torch.fx cannot trace the model ({type(error).__name__}: {error})"
+
+
+def _incremental_drops(runner, images, target, fill, rows, cols, window, batch_size) -> torch.Tensor:
+    """(N, positions) score drops, each position recomputing only what its window reaches."""
+    origins = torch.tensor([(t, l) for t in rows for l in cols], device=images.device)
+    drops = images.new_empty(len(images), len(origins))
+    with torch.no_grad():
+        for image in range(len(images)):
+            index = torch.tensor([image], device=images.device)
+            clean = target.scores(runner.start(images[image:image + 1]), index, clean=True)
+            for part in chunks(len(origins), batch_size, desc="occlusion" if image == 0 else None):
+                output = runner.occluded(origins[part], window, fill[image])
+                drops[image, part] = clean - target.scores(output, index.expand(len(output)))
+    return drops
 
 
 def rise_masks(
