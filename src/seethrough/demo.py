@@ -129,6 +129,17 @@ CHEATER = Part("ConceptNet cheater on the biased world", lambda d: d.cheater,
                lambda d, f: d.conceptworld(f, bias=1.0))
 
 
+def _with_scenes(defaults: Defaults, family: str) -> SectionData:
+    """ConceptWorld data, and scenes of set object sizes and counts drawn at its size."""
+    data = defaults.conceptworld(family)
+    data.extra["world_scenes"] = {"size": int(data.images.shape[-1])}
+    return data
+
+
+#: ConceptNet on ConceptWorld, with made-to-order scenes (the findings section)
+WORLD_SCENES = Part(WORLD.heading, lambda d: d.conceptnet, _with_scenes)
+
+
 def _family(function: str) -> Callable:
     module, name = function.split(":")
     return getattr(__import__(module, fromlist=[name]), name)
@@ -179,6 +190,9 @@ SECTIONS: Registry[Entry] = Registry("report section", {
                          (PHOTOS, WORLD), then=_shortcut),
     "sanity": Entry("Sanity checks", _family("seethrough.evaluation.section:sanity_section"),
                     (WORLD, PHOTOS)),
+    "findings": Entry("What extremal perturbations find",
+                      _family("seethrough.evaluation.findings_section:section"),
+                      (WORLD_SCENES, PHOTOS)),
     "featureviz": Entry("Feature visualization", _featureviz, (WORLD, PHOTOS)),
     "dissection": Entry("Network Dissection", _family("seethrough.dissection.section:section"),
                         (WORLD, PHOTOS)),

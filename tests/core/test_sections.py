@@ -104,3 +104,16 @@ def test_dissection_section(model, data, unchanged):
         assert f"<td>{layer}</td>" in made.body
     with pytest.raises(Exception, match="concept dataset"):
         section(model, SectionData(data.images), SectionOptions(quick=True))
+
+
+def test_findings_section_measures_the_four_findings(model, data, unchanged):
+    from seethrough.evaluation.findings_section import section
+
+    with unchanged(model):
+        made = section(model, data, SectionOptions(quick=True), iterations=2)
+    assert made.title == "What extremal perturbations find" and _figures(made.body) == 5
+    for heading in ("1. Foreground", "2. Large objects", "3. Multiple objects", "4. Suppressing"):
+        assert heading in made.body
+    assert set(made.facts) == {"foreground_sufficient", "background_overdrive", "large_objects",
+                               "cumulative_objects"}
+    assert {row["group"] for row in made.tables["findings_sizes"]} == {"zoom 1", "zoom 2"}

@@ -6,8 +6,8 @@ import shlex
 import sys
 
 #: the report's section keys (``seethrough.reporting.build``), without importing it
-SECTIONS = ["predictions", "attribution", "sanity", "featureviz", "dissection", "represent",
-            "adversarial", "models", "layers", "filters"]
+SECTIONS = ["predictions", "attribution", "sanity", "findings", "featureviz", "dissection",
+            "represent", "adversarial", "models", "layers", "filters"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -53,6 +53,7 @@ def _sections() -> dict[str, tuple[str, Callable]]:
     """key -> (title, section function), in the order of the report after the summary."""
     from seethrough.adversarial.section import section as adversarial
     from seethrough.dissection.section import section as dissection
+    from seethrough.evaluation.findings_section import section as findings
     from seethrough.evaluation.section import sanity_section
     from seethrough.evaluation.section import section as attribution
     from seethrough.featureviz.section import section as featureviz
@@ -61,6 +62,7 @@ def _sections() -> dict[str, tuple[str, Callable]]:
     return {"predictions": ("Predictions", basics.predictions_section),
             "attribution": ("Attribution", attribution),
             "sanity": ("Sanity check", sanity_section),
+            "findings": ("What extremal perturbations find", findings),
             "featureviz": ("Feature visualization", featureviz),
             "dissection": ("Network Dissection", dissection),
             "represent": ("Representations", represent_section),
@@ -124,8 +126,8 @@ def report(model: str | nn.Module, images: str | Path | Sequence[str | Path], *,
         concepts: a Broden-format folder for dissection; default: ConceptWorld.
         quick: a first look: fewer methods, images and steps.
         sections: only these (keys of the report: predictions, attribution, sanity,
-            featureviz, dissection, represent, adversarial, models, layers, filters); the
-            summary is always made.
+            findings, featureviz, dissection, represent, adversarial, models, layers,
+            filters); the summary is always made.
         command: the command line that regenerates it (shown under every section).
     """
     from seethrough.data.annotations import read_class_names, read_labels
