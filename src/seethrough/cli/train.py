@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     for key, value in DEFAULTS.items():
         parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value,
                             help=f"default: {value}")
+    parser.add_argument("--stop-after", type=int, metavar="K",
+                        help="stop after K epochs of the same run (its first K history entries)")
     parser.set_defaults(run=run)
 
 
@@ -39,9 +41,11 @@ def run(args: argparse.Namespace) -> int:
     options = {key: getattr(args, key) for key in DEFAULTS}
     if min(options["n_train"], options["n_val"], options["epochs"]) < 1:
         raise InputError("--n-train, --n-val and --epochs must be at least 1")
+    if args.stop_after is not None and args.stop_after < 1:
+        raise InputError("--stop-after must be at least 1")
     ensure_writable(Path(args.out).parent)
     card = train_conceptnet(seed=args.seed, bias=args.bias, shuffle_labels=args.shuffle_labels,
-                            out=args.out, **options)
+                            out=args.out, stop_after=args.stop_after, **options)
     print(f"validation accuracy {card['val_accuracy']:.2%}"
           + (f", without the cue {card['val_unbiased_accuracy']:.2%}" if args.bias else "")
           + f" in {card['train_seconds']:.0f} s; wrote {args.out}.safetensors and {args.out}.json")
