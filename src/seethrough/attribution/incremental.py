@@ -59,6 +59,15 @@ class Partial:
     crops: torch.Tensor
 
     @property
+    def layout(self) -> torch.memory_format:
+        """The clean map's memory layout, kept by the windows (channels-last convolutions are
+        the fast ones on CPU)."""
+        if self.clean.dim() == 3 and self.clean[None].is_contiguous(memory_format=torch.channels_last) \
+                and not self.clean[None].is_contiguous():
+            return torch.channels_last
+        return torch.contiguous_format
+
+    @property
     def size(self) -> tuple[int, int]:
         return tuple(self.crops.shape[-2:])
 
@@ -77,7 +86,7 @@ class Partial:
                      max(x + size[1] - width for _, x in boxes))
         clean = self.clean if not margin else F.pad(self.clean, (margin,) * 4, value=fill)
         out = torch.stack([clean[:, y + margin:y + margin + size[0], x + margin:x + margin + size[1]]
-                           for y, x in boxes])
+                           for y, x in boxes]).contiguous(memory_format=self.layout)
         h, w = self.size
         for row, ((y, x), (cy, cx)) in enumerate(zip(boxes, self.origins.tolist())):
             top, left = max(y, cy), max(x, cx)
@@ -159,6 +168,7 @@ class IncrementalModel:
                                          for y, x in origins.tolist()])
                 else:
                     crops = image.new_full((len(origins), image.shape[0], *size), float(fill))
+                crops = crops.contiguous(memory_format=Partial(image, origins, crops).layout)
                 values[node] = Partial(image, origins.to(image.device), crops)
             elif node.op == "output":
                 return self._dense(node.args[0], values)
