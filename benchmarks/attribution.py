@@ -84,7 +84,29 @@ def our_methods(layer: str, s: dict) -> dict:
         "rise": ({"n_masks": s["n_masks"]}, "one"),
         "meaningful_perturbation": ({"iterations": s["iterations"]}, "one"),
         "extremal_perturbation": ({"iterations": s["iterations"]}, "one"),
+        # issue 17: the methods the peers have
+        "deeplift": ({}, "batch"),
+        "deeplift_shap": ({}, "batch"),  # its default references: BASELINES
+        "gradient_shap": ({"n_samples": s["n_samples"] // 5}, "batch"),
+        "layer_conductance": ({"layer": layer, "n_steps": s["n_steps"]}, "batch"),
+        "hirescam": ({"layer": layer}, "batch"),
+        "xgradcam": ({"layer": layer}, "batch"),
+        "layercam": ({"layer": layer}, "batch"),
+        "eigencam": ({"layer": layer}, "batch"),
+        "fullgrad": ({}, "batch"),
+        "lrp": ({"rule": "epsilon"}, "batch"),
+        "ablationcam": ({"layer": layer}, "one"),
+        "feature_ablation": (GRID, "one"),
+        "lime": ({**GRID, "n_samples": s["n_masks"] // 4, "baseline": 0.5}, "one"),
+        "kernel_shap": ({**GRID, "n_samples": s["n_masks"] // 4}, "one"),
+        "shapley_sampling": ({**GRID, "n_samples": 2}, "one"),
     }
+
+
+#: DeepLIFT-SHAP's references: black and white (seethrough's default; given to Captum)
+BASELINES = torch.stack([torch.zeros(3), torch.ones(3)])[:, :, None, None]
+#: the superpixel methods' segments: an 8 x 8 grid, the same feature mask for Captum
+GRID = {"segments": "grid", "n_segments": 64}
 
 
 #: method (or extra cell) -> the peer library that has an equivalent
@@ -92,6 +114,10 @@ PEER_OF = {
     **dict.fromkeys(["saliency", "input_x_gradient", "guided_backprop", "deconvnet", "gradcam",
                      "integrated_gradients", "smoothgrad", "occlusion"], "captum"),
     **dict.fromkeys(["gradcam_plus_plus", "scorecam", "gradcam (pgc)"], "pytorch-grad-cam"),
+    **dict.fromkeys(["deeplift", "deeplift_shap", "gradient_shap", "layer_conductance", "lrp",
+                     "feature_ablation", "lime", "kernel_shap", "shapley_sampling"], "captum"),
+    **dict.fromkeys(["hirescam", "xgradcam", "layercam", "eigencam", "fullgrad", "ablationcam"],
+                    "pytorch-grad-cam"),
 }
 
 
@@ -140,6 +166,7 @@ def peers(model, layer: str, s: dict, batch_size: int, window: int) -> dict:
             x, target=t, sliding_window_shapes=(3, window, window),
             strides=(3, max(1, window // 2), max(1, window // 2)), baselines=0.5,
             perturbations_per_eval=batch_size))
+        _captum_issue17(found, ca, model, module, s, batch_size)
     except ImportError:
         pass
     try:
@@ -157,9 +184,43 @@ def peers(model, layer: str, s: dict, batch_size: int, window: int) -> dict:
         found["gradcam_plus_plus"] = ("pytorch-grad-cam", cam_of(pgc.GradCAMPlusPlus))
         found["scorecam"] = ("pytorch-grad-cam", cam_of(pgc.ScoreCAM))
         found["gradcam (pgc)"] = ("pytorch-grad-cam", cam_of(pgc.GradCAM))
+        for method, cls in {"hirescam": pgc.HiResCAM, "xgradcam": pgc.XGradCAM,
+                            "layercam": pgc.LayerCAM, "eigencam": pgc.EigenCAM,
+                            "fullgrad": pgc.FullGrad, "ablationcam": pgc.AblationCAM}.items():
+            found[method] = ("pytorch-grad-cam", cam_of(cls))
     except ImportError:
         pass
     return found
+
+
+def _captum_issue17(found: dict, ca, model, module, s: dict, batch_size: int) -> None:
+    """Captum's DeepLIFT, DeepLIFT-SHAP, GradientSHAP, layer conductance, LRP and superpixel
+    methods at seethrough's settings (the same references, samples, steps and segments)."""
+    from seethrough.attribution.superpixels import superpixels
+
+    def grid(x):
+        return superpixels(x, "grid", n_segments=GRID["n_segments"])[:, None]
+
+    found["deeplift"] = ("captum", lambda x, t: ca.DeepLift(model).attribute(x, target=t))
+    found["deeplift_shap"] = ("captum", lambda x, t: ca.DeepLiftShap(model).attribute(
+        x, BASELINES.expand(-1, *x.shape[1:]), target=t))
+    found["gradient_shap"] = ("captum", lambda x, t: ca.GradientShap(model).attribute(
+        x, BASELINES.expand(-1, *x.shape[1:]), n_samples=s["n_samples"] // 5, target=t))
+    found["layer_conductance"] = ("captum", lambda x, t: ca.LayerConductance(
+        model, module).attribute(x, target=t, n_steps=s["n_steps"],
+                                 internal_batch_size=batch_size))
+    found["lrp"] = ("captum", lambda x, t: ca.LRP(model).attribute(x, target=t))
+    found["feature_ablation"] = ("captum", lambda x, t: ca.FeatureAblation(model).attribute(
+        x, target=t, baselines=0.5, feature_mask=grid(x), perturbations_per_eval=batch_size))
+    found["lime"] = ("captum", lambda x, t: ca.Lime(model).attribute(
+        x, target=t, baselines=0.5, feature_mask=grid(x), n_samples=s["n_masks"] // 4,
+        perturbations_per_eval=batch_size))
+    found["kernel_shap"] = ("captum", lambda x, t: ca.KernelShap(model).attribute(
+        x, target=t, baselines=0.5, feature_mask=grid(x), n_samples=s["n_masks"] // 4,
+        perturbations_per_eval=batch_size))
+    found["shapley_sampling"] = ("captum", lambda x, t: ca.ShapleyValueSampling(model).attribute(
+        x, target=t, baselines=0.5, feature_mask=grid(x), n_samples=2,
+        perturbations_per_eval=batch_size))
 
 
 #: the floors: the model's own forward + backward on the images as given and channels-last
