@@ -117,7 +117,8 @@ def _incremental_drops(runner, images, target, fill, rows, cols, window, batch_s
             clean = target.scores(runner.start(images[image:image + 1]), index, clean=True)
             for part in chunks(len(origins), batch_size, desc="occlusion" if image == 0 else None):
                 output = runner.occluded(origins[part], window, fill[image])
-                drops[image, part] = clean - target.scores(output, index.expand(len(output)))
+                rows_of = index.expand(part.stop - part.start)  # the output may be a tuple
+                drops[image, part] = clean - target.scores(output, rows_of)
     return drops
 
 
