@@ -25,6 +25,7 @@ from seethrough.attribution.registry import register
 from seethrough.attribution.result import Attribution
 from seethrough.core import Target
 from seethrough.core.batching import chunks
+from seethrough.core.capture import layer_gradient
 from seethrough.errors import InputError
 from seethrough.trace import Trace
 
@@ -32,29 +33,6 @@ from seethrough.trace import Trace
 def _check_steps(n_steps) -> None:
     if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 1:
         raise InputError(f"n_steps must be a positive integer, not {n_steps!r}")
-
-
-def _layer_run(model: nn.Module, points: torch.Tensor, rows: torch.Tensor, target: Target,
-               name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The layer's output at ``points`` and ``d score / d output`` (a backward that stops there)."""
-    leaves: list[torch.Tensor] = []
-
-    def cut(output: torch.Tensor) -> torch.Tensor:
-        torch.set_grad_enabled(True)  # autograd from here on; the no_grad block restores it
-        leaf = output.detach().requires_grad_()
-        leaves.append(leaf)
-        return leaf.clone()  # in-place ops after the layer must not touch the leaf
-
-    with torch.no_grad(), Trace(model, name, retain_output=False, edit=cut):
-        score = target.scores(model(points), rows).sum()
-        if not leaves:
-            raise InputError(f"layer {name!r} did not run in the forward pass")
-        if not score.requires_grad:
-            raise InputError(f"the target score does not depend on layer {name!r}")
-        (grad,) = torch.autograd.grad(score, leaves[-1], allow_unused=True)
-    if grad is None:
-        raise InputError(f"the target score does not depend on layer {name!r}")
-    return leaves[-1].detach(), grad
 
 
 def conductances(model: nn.Module, images: torch.Tensor, target: Target, name: str, start: torch.Tensor,
@@ -71,7 +49,7 @@ def conductances(model: nn.Module, images: torch.Tensor, target: Target, name: s
         pair = torch.arange(part.start, part.stop, device=images.device)
         image = pair // count
         points = torch.lerp(start[image], images[image], alphas[pair % count].view(-1, 1, 1, 1))
-        ys, gs = _layer_run(model, points, image, target, name)
+        ys, gs = layer_gradient(model, points, target, name, image, clean=False)
         if carry is not None:  # the previous chunk's last point, to pair it with this chunk's first
             image, ys, gs = torch.cat([carry[0], image]), torch.cat([carry[1], ys]), torch.cat([carry[2], gs])
         if total is None:

@@ -70,26 +70,25 @@ def occlusion(
     runner, recompute = _incremental_runner(model, target) if incremental else (None, "full")
     if runner is not None:
         drops = _incremental_drops(runner, images, target, fill, rows, cols, window, batch_size)
-    with torch.no_grad():
-        clean = torch.cat([
-            target.scores(model(images[part]), part, clean=True) for part in chunks(len(images), batch_size)
-        ])
-        if runner is None:
-            drops = _full_drops(model, images, target, fill, masks, clean, batch_size)
-        covered = masks.sum(0, dtype=images.dtype)
-        total = torch.einsum("np,pchw->nchw", drops, masks.to(images.dtype))
+    else:
+        drops = _full_drops(model, images, target, fill, masks, batch_size)
+    covered = masks.sum(0, dtype=images.dtype)
+    total = torch.einsum("np,pchw->nchw", drops, masks.to(images.dtype))
     return Attribution(total / covered, raw=drops.view(len(images), 1, len(rows), len(cols)),
                        options={"window": window, "stride": stride, "recompute": recompute})
 
 
-def _full_drops(model, images, target, fill, masks, clean, batch_size) -> torch.Tensor:
+@torch.no_grad()
+def _full_drops(model, images, target, fill, masks, batch_size) -> torch.Tensor:
     """(N, positions) score drops, each occluded image run through the whole model."""
+    clean = torch.cat([target.scores(model(images[part]), part, clean=True)
+                       for part in chunks(len(images), batch_size)])
     drops = images.new_empty(len(images), len(masks))
     for part in chunks(len(images) * len(masks), batch_size, desc="occlusion"):
-            pair = torch.arange(part.start, part.stop, device=images.device)
-            image, position = pair // len(masks), pair % len(masks)
-            occluded = torch.where(masks[position], fill[image], images[image])
-            drops[image, position] = clean[image] - target.scores(model(occluded), image)
+        pair = torch.arange(part.start, part.stop, device=images.device)
+        image, position = pair // len(masks), pair % len(masks)
+        occluded = torch.where(masks[position], fill[image], images[image])
+        drops[image, position] = clean[image] - target.scores(model(occluded), image)
     return drops
 
 

@@ -25,6 +25,31 @@ from seethrough.errors import InputError
 from seethrough.trace import Trace
 
 
+def layer_gradient(model: nn.Module, images: torch.Tensor, target: Target, layer: str,
+                   rows: slice | torch.Tensor, *, clean: bool = True
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch: the layer's output and ``d score / d output``; ``rows`` says which image of
+    ``target`` each row of ``images`` is, ``clean`` that they are the unperturbed images."""
+    leaves: list[torch.Tensor] = []
+
+    def cut(output: torch.Tensor) -> torch.Tensor:
+        torch.set_grad_enabled(True)  # autograd from here on; the no_grad block restores it
+        leaf = output.detach().requires_grad_()
+        leaves.append(leaf)
+        return leaf.clone()  # in-place ops after the layer must not touch the leaf
+
+    with torch.no_grad(), Trace(model, layer, retain_output=False, edit=cut):
+        score = target.scores(model(images), rows, clean=clean).sum()
+        if not leaves:
+            raise InputError(f"layer {layer!r} did not run in the forward pass")
+        if not score.requires_grad:
+            raise InputError(f"the target score does not depend on layer {layer!r}")
+        (grad,) = torch.autograd.grad(score, leaves[-1], allow_unused=True)
+    if grad is None:
+        raise InputError(f"the target score does not depend on layer {layer!r}")
+    return leaves[-1].detach(), grad
+
+
 def layer_gradients(model: nn.Module, images: torch.Tensor, target: Target, layer: str, *,
                     batch_size: int = 32, progress: bool | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,23 +60,7 @@ def layer_gradients(model: nn.Module, images: torch.Tensor, target: Target, laye
     """
     activations, gradients = [], []
     for part in chunks(len(images), batch_size, desc="activations", progress=progress):
-        leaves: list[torch.Tensor] = []
-
-        def cut(output: torch.Tensor, leaves: list = leaves) -> torch.Tensor:
-            torch.set_grad_enabled(True)  # autograd from here on; the no_grad block restores it
-            leaf = output.detach().requires_grad_()
-            leaves.append(leaf)
-            return leaf.clone()  # in-place ops after the layer must not touch the leaf
-
-        with torch.no_grad(), Trace(model, layer, retain_output=False, edit=cut):
-            score = target.scores(model(images[part]), part, clean=True).sum()
-            if not leaves:
-                raise InputError(f"layer {layer!r} did not run in the forward pass")
-            if not score.requires_grad:
-                raise InputError(f"the target score does not depend on layer {layer!r}")
-            (grad,) = torch.autograd.grad(score, leaves[-1], allow_unused=True)
-        if grad is None:
-            raise InputError(f"the target score does not depend on layer {layer!r}")
-        activations.append(leaves[-1].detach())
-        gradients.append(grad)
+        activation, gradient = layer_gradient(model, images[part], target, layer, part)
+        activations.append(activation)
+        gradients.append(gradient)
     return torch.cat(activations), torch.cat(gradients)
