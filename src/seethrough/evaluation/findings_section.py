@@ -44,6 +44,9 @@ from seethrough.viz.html import figure_html, table_html
 TITLE = "What extremal perturbations find"
 #: images swept at most (each is len(AREAS) masks of 800 iterations), quick and full
 IMAGES = {True: 2, False: 8}
+#: above this side, a CPU run sweeps at most 2 images at 2 zooms (the mask generator and the
+#: model cost grow with the pixels: 8 photos at 3 zooms would take hours at 224 px)
+LARGE = 128
 #: iterations per mask in the report, quick and full: the paper's schedule compressed
 #: (``compressed_schedule``; 200 steps reach every area on ConceptNet), so that the section
 #: takes minutes, not hours, on a CPU; ``seethrough findings`` runs the paper's 800
@@ -63,7 +66,9 @@ def section(model: nn.Module, data: SectionData, options: SectionOptions, *,
 
     quick = options.quick
     iterations = iterations or REPORT_ITERATIONS[quick]
-    shown = data.first(IMAGES[quick])
+    large = data.images.shape[-1] > LARGE
+    light = quick or large
+    shown = data.first(2 if large else IMAGES[quick])
     images, names = shown.images, shown.names
     target = shown.labels if shown.labels is not None else "predicted"
     settings = compressed_schedule(iterations) if iterations != PAPER_ITERATIONS else {}
@@ -82,7 +87,7 @@ def section(model: nn.Module, data: SectionData, options: SectionOptions, *,
         sweep = extremal_sweep(model, images, target, objects=shown.masks, **settings)
         zooms = None
     else:
-        zooms = zoom_sweep(model, images, target, zooms=(1.0, 2.0) if quick else ZOOMS,
+        zooms = zoom_sweep(model, images, target, zooms=(1.0, 2.0) if light else ZOOMS,
                            **settings)
         sweep = zooms.select("zoom 1")
         if shown.masks is not None:
@@ -154,9 +159,9 @@ def section(model: nn.Module, data: SectionData, options: SectionOptions, *,
         body.append("<p>ConceptWorld scenes with 1, 2 and 3 instances of the class; the true "
                     "instances are preserved one by one (the rest blurred).</p>")
     else:
-        made = photo_mosaics(images[:1] if quick else images)
+        made = photo_mosaics(images[:1] if light else images)
         with torch.no_grad():
-            classes = model(images[:1] if quick else images).argmax(1)
+            classes = model(images[:1] if light else images).argmax(1)
         curves = cumulative_objects(model, made["image"], made["instances"],
                                     classes[made["source"]], counts=made["counts"])
         example = made["image"][made["counts"] == 3][0]
@@ -186,6 +191,9 @@ def section(model: nn.Module, data: SectionData, options: SectionOptions, *,
                             "image."))
     notes.append(f"{len(images)} images, {iterations} iterations per mask; the score is the "
                  f"class logit; threshold {sweep.threshold:.0%} of the original.")
+    if large and not quick:
+        notes.append(f"Images larger than {LARGE} px: the first 2 images at zooms 1 and 2 "
+                     "(a CPU run of more would take hours).")
     return Section(TITLE, "\n".join(body), notes=notes, facts=facts, tables=tables)
 
 
