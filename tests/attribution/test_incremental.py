@@ -34,7 +34,7 @@ def test_the_same_map_as_full_recompute(arch, unchanged):
     model = (small_vit if arch == "vit" else ARCHITECTURES[arch])().eval()
     with unchanged(model):
         fast, full = both(model, images(2), [1, 2], window=16, stride=12, batch_size=8)
-    assert fast.options["recompute"] == "incremental" and full.options["recompute"] == "full"
+    assert fast.options["incremental"] is True and full.options["incremental"] is False
     assert_same(fast, full)
 
 
@@ -99,10 +99,12 @@ class Branchy(nn.Module):
 
 def test_models_that_do_not_trace_and_unit_targets_run_in_full():
     torch.manual_seed(0)
-    fast, full = both(Branchy().eval(), images(1, 32), 0, window=8)
-    assert fast.options["recompute"].startswith("full: torch.fx cannot trace the model")
+    with pytest.warns(UserWarning, match="whole model for each window: torch.fx cannot trace"):
+        fast, full = both(Branchy().eval(), images(1, 32), 0, window=8)
+    assert fast.options["incremental"] is False
     torch.testing.assert_close(fast.maps, full.maps)
     model = ARCHITECTURES["resnet18"]().eval()
-    unit = seethrough.attribute(model, images(1, 32), seethrough.unit("layer1", 3),
-                                method="occlusion", window=16)
-    assert unit.options["recompute"].startswith("full: a unit target")
+    with pytest.warns(UserWarning, match="a unit target reads an inner layer"):
+        unit = seethrough.attribute(model, images(1, 32), seethrough.unit("layer1", 3),
+                                    method="occlusion", window=16)
+    assert unit.options["incremental"] is False

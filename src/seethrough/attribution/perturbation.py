@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -54,8 +55,9 @@ def occlusion(
 
     ``incremental`` (default): each window position recomputes only what the window reaches in
     each layer (``attribution.incremental``, Nakandala et al. 2019), the same map as full
-    recompute to float rounding; ``options["recompute"]`` says which ran and why (a model
-    torch.fx cannot trace, one in training mode, or a unit target: full recompute).
+    recompute to float rounding. A model torch.fx cannot trace, one in training mode, or a unit
+    target runs in full, with a warning that says why; ``options["incremental"]`` records
+    which ran.
     """
     height, width = images.shape[-2:]
     window = _pair(window if window is not None else max(1, math.ceil(min(height, width) / 8)), "window")
@@ -67,7 +69,7 @@ def occlusion(
     for index, (top, left) in enumerate((t, l) for t in rows for l in cols):
         masks[index, :, top:top + window[0], left:left + window[1]] = True
     fill = as_baseline(baseline, images)
-    runner, recompute = _incremental_runner(model, target) if incremental else (None, "full")
+    runner = _incremental_runner(model, target) if incremental else None
     if runner is not None:
         drops = _incremental_drops(runner, images, target, fill, rows, cols, window, batch_size)
     else:
@@ -75,7 +77,8 @@ def occlusion(
     covered = masks.sum(0, dtype=images.dtype)
     total = torch.einsum("np,pchw->nchw", drops, masks.to(images.dtype))
     return Attribution(total / covered, raw=drops.view(len(images), 1, len(rows), len(cols)),
-                       options={"window": window, "stride": stride, "recompute": recompute})
+                       options={"window": window, "stride": stride,
+                                "incremental": runner is not None})
 
 
 @torch.no_grad()
@@ -93,17 +96,21 @@ def _full_drops(model, images, target, fill, masks, batch_size) -> torch.Tensor:
 
 
 def _incremental_runner(model: nn.Module, target: Target):
-    """``(IncrementalModel, "incremental")``, or ``(None, "full: why")``."""
+    """The traced ``IncrementalModel``, or ``None`` with a warning that says why not."""
     from seethrough.attribution.incremental import IncrementalModel
 
+    why = None
     if target.unit is not None:
-        return None, "full: a unit target reads an inner layer of the whole model"
-    if model.training:
-        return None, "full: the model is in training mode (batch statistics)"
-    try:
-        return IncrementalModel.trace(model), "incremental"
-    except Exception as error:  # noqa: BLE001 - any failure to trace: full recompute
-        return None, f"full: torch.fx cannot trace the model ({type(error).__name__}: {error})"
+        why = "a unit target reads an inner layer of the whole model"
+    elif model.training:
+        why = "the model is in training mode (batch statistics)"
+    else:
+        try:
+            return IncrementalModel.trace(model)
+        except Exception as error:  # noqa: BLE001 - any failure to trace: full recompute
+            why = f"torch.fx cannot trace the model ({type(error).__name__}: {error})"
+    warnings.warn(f"occlusion recomputes the whole model for each window: {why}", stacklevel=4)
+    return None
 
 
 def _incremental_drops(runner, images, target, fill, rows, cols, window, batch_size) -> torch.Tensor:
