@@ -174,6 +174,8 @@ def test_photo_mosaics_and_zoom():
 #: the paper's schedule in a quarter of its 800 steps (with the paper's step size, 150 steps
 #: left the masks of area 2.5 % at a mean of 0.38; compressed, 200 steps reach every area)
 SCHEDULE = compressed_schedule(200)
+#: half of that, for the claims that hold with room to spare at 100 steps (the report's quick run)
+QUICK_SCHEDULE = compressed_schedule(100)
 #: five of the seven areas: each area's mask is optimized on its own (its own row of the
 #: batch), so dropping 2.5 % and 60 % leaves the other masks as they were, at 5/7 of the cost
 TEST_AREAS = (0.05, 0.1, 0.2, 0.4, 0.8)
@@ -225,7 +227,7 @@ def world_sweep(conceptnet):
 
     batch = ConceptWorld("val", length=3).batch()
     return extremal_sweep(conceptnet, batch["image"], batch["label"],
-                          objects=batch["object_mask"], areas=TEST_AREAS, **SCHEDULE)
+                          objects=batch["object_mask"], areas=TEST_AREAS, **QUICK_SCHEDULE)
 
 
 @pytest.mark.slow  # about 2 minutes on 2 idle cores
@@ -239,9 +241,10 @@ def test_foreground_suffices_and_overdrives_on_conceptnet(world_sweep):
     median of 21 %; background distractors removed, the shape's logit rises). On the first 4
     of them (at all seven areas): areas 20, 60, 20, 80 %, object shares 0.26, 0.15, 0.29, 0.07
     for object areas 0.06, 0.14, 0.07, 0.06; overdrive 6, 5, 10, 56 %. Here the first 3 at
-    ``TEST_AREAS``. Asserted: every image keeps the score at some area, the masks hold at
-    least 1.5 times their chance share of object, and at least 2 of the 3 images are
-    overdriven (measured: all 3)."""
+    ``TEST_AREAS`` and ``QUICK_SCHEDULE``: smallest sufficient areas 20, 80, 20 %, masks
+    2.7 times their chance share of object, overdrive 4.2, 0.6, 10.3 %. Asserted: every
+    image keeps the score at some area, the masks hold at least 1.5 times their chance share
+    of object, and at least 2 of the 3 images are overdriven (measured: all 3)."""
     assert not world_sweep.sufficient_area().isnan().any()
     enrichment = world_sweep.object_share().mean() / world_sweep.object_area().mean()
     assert enrichment > 1.5
@@ -259,7 +262,8 @@ def test_large_objects_need_less_area_per_object_on_conceptnet(conceptnet):
     the object itself (the shape's outline against its surround). Asserted on the two ends:
     the median sufficient area per object area falls by at least a quarter (measured: by half),
     and every scene but one keeps the score at some area (measured: 15 of 16; of the 3 + 3
-    scenes here, at ``TEST_AREAS``, all 6)."""
+    scenes here, at ``TEST_AREAS``, all 6). At ``QUICK_SCHEDULE`` the fall is only 25 %
+    (2.5 to 1.9), too close to the bound, so this claim keeps the 200 steps."""
     sizes = object_sizes(conceptnet, radii=(0.2, 0.4), per_size=3, areas=TEST_AREAS, **SCHEDULE)
     table = sizes.by_group().set_index("group")
     assert table.loc["radius 0.4", "object_area"] > 3 * table.loc["radius 0.2", "object_area"]

@@ -58,7 +58,7 @@ def user_report(tmp_path_factory) -> Path:
             root / "photos" / f"photo{index}.jpg")
     return seethrough.report(str(root / "model.pt"), root / "photos", quick=True,
                              sections=["predictions", "attribution", "models", "layers"],
-                             out=root / "out", progress=False)
+                             out=root / "out", size=64, progress=False)
 
 
 @pytest.fixture(scope="module")

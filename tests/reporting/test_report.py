@@ -50,7 +50,7 @@ def test_report_of_a_user_model_from_the_command_line(user_files, tmp_path):
          "torchvision:resnet18", "--weights", str(user_files / "weights.pth"),  # any order
          "--quick", "--sections", "predictions", "attribution", "models",
          "--classes", str(user_files / "classes.txt"), "--labels", str(user_files / "labels.csv"),
-         "--normalize", "imagenet", "--out", str(out)],
+         "--normalize", "imagenet", "--size", "64", "--out", str(out)],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "broken.jpg" in result.stderr and "fake.jpg" in result.stderr  # skipped, named
@@ -59,6 +59,7 @@ def test_report_of_a_user_model_from_the_command_line(user_files, tmp_path):
     assert "May it be cheating?" in text and "accuracy" in text
     document = json.loads((out / "report.json").read_text())
     assert document["schema_version"] == 1 and document["settings"]["images"] == 4
+    assert document["settings"]["size"] == 64 and "input 3x64x64" in text
     assert {s["anchor"] for s in document["sections"]} >= {"summary", "predictions", "attribution"}
     assert list((out / "figures").glob("*.png")) and list((out / "tables").glob("*.csv"))
     assert not list(out.rglob("*.part"))

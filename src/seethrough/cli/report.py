@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--normalize", default="default", metavar="imagenet|none|M,M,M,S,S,S",
                         help="the normalization in front of the network (default: the model's "
                         "own; none for a file or function of yours)")
+    parser.add_argument("--size", type=int, metavar="PIXELS", help="resize the images to PIXELS "
+                        "square (default: the model's input size, 224 for torchvision models)")
     parser.add_argument("--classes", help="class names, one per line")
     parser.add_argument("--labels", help="true classes: a CSV file,label (index or name)")
     parser.add_argument("--concepts", metavar="BRODEN_DIR", help="a Broden-format folder for "
@@ -89,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     command = "seethrough " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["report"] else None
     path = report(model, images, weights=args.weights,
                   normalize=normalization(args.normalize), classes=args.classes,
-                  labels=args.labels, concepts=args.concepts, quick=args.quick, out=args.out,
+                  labels=args.labels, concepts=args.concepts, quick=args.quick, out=args.out, size=args.size,
                   sections=args.sections, resume=not args.fresh, seed=args.seed, command=command)
     print(f"report written to {path.resolve()}")
     return 0

@@ -112,7 +112,7 @@ def report(model: str | nn.Module, images: str | Path | Sequence[str | Path], *,
            labels: str | None = None, concepts: str | None = None, quick: bool = False,
            out: str | Path = "seethrough-report", sections: Sequence[str] | None = None,
            resume: bool = True, seed: int = 0, progress: bool | None = None,
-           command: str | None = None) -> Path:
+           size: int | None = None, command: str | None = None) -> Path:
     """Write the report of ``model`` on ``images``; return the path of ``report.html``.
 
     Args:
@@ -125,6 +125,8 @@ def report(model: str | nn.Module, images: str | Path | Sequence[str | Path], *,
         labels: a CSV ``file,label`` of true classes (index or name): accuracy and confusions.
         concepts: a Broden-format folder for dissection; default: ConceptWorld.
         quick: a first look: fewer methods, images and steps.
+        size: the side in pixels the images are resized to (default: the model's
+            ``input_size``, else 224); smaller is faster, for a model that accepts it.
         sections: only these (keys of the report: predictions, attribution, sanity,
             findings, featureviz, dissection, represent, adversarial, models, layers,
             filters); the summary is always made.
@@ -149,7 +151,9 @@ def report(model: str | nn.Module, images: str | Path | Sequence[str | Path], *,
     spec = model
     model = load_model(model, weights=weights,
                        normalize=DEFAULT_NORMALIZE if normalize == "default" else normalize)
-    size = int(getattr(model, "input_size", (3, 224, 224))[-1])
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 8):
+        raise InputError(f"size must be a whole number of pixels, at least 8, not {size!r}")
+    size = size or int(getattr(model, "input_size", (3, 224, 224))[-1])
     found = load_images([images] if isinstance(images, (str, Path)) else list(images), size)
     with torch.no_grad():
         outputs = int(model(found.images[:1]).shape[-1])
@@ -164,7 +168,7 @@ def report(model: str | nn.Module, images: str | Path | Sequence[str | Path], *,
     name = spec if isinstance(spec, str) else type(spec).__name__
     command = command or (f"seethrough report {shlex.quote(name)} --images "
                           f"{' '.join(shlex.quote(str(p)) for p in ([images] if isinstance(images, (str, Path)) else images))}"
-                          + (" --quick" if quick else "") + f" --seed {seed} --out {shlex.quote(str(out))}")
+                          + (" --quick" if quick else "") + f" --size {size} --seed {seed} --out {shlex.quote(str(out))}")
     from seethrough.demo import code_fingerprint
 
     key = _digest(code_fingerprint(), model.state_dict().keys(), sum(
@@ -198,13 +202,13 @@ def report(model: str | nn.Module, images: str | Path | Sequence[str | Path], *,
         normalization = ", ".join(f"{k} {tuple(round(v, 3) for v in values)}"
                                   for k, values in normalization.items())
     model_line = (f"{name}: {sum(p.numel() for p in model.parameters()):,} parameters, input "
-                  f"{'x'.join(map(str, getattr(model, 'input_size', ('?',))))}, "
+                  f"{'x'.join(map(str, found.images.shape[1:]))}, "
                   f"{outputs} outputs, normalization {normalization}")
     data_line = found.describe()
     summary = summary_section(model, data, built, model_line=model_line, data_line=data_line,
                               grid=_summary_grid(model, data))
     ordered = [summary, *built.values()]
-    settings = {"model": name, "images": len(found.images), "skipped": found.skipped,
+    settings = {"model": name, "images": len(found.images), "size": size, "skipped": found.skipped,
                 "quick": quick, "seed": seed, "command": command, "concepts": concepts or "ConceptWorld"}
     write_outputs(out, ordered, settings)
     return write_report(out / "report.html", f"seethrough report: {name}", ordered,
