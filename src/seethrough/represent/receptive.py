@@ -592,39 +592,50 @@ def _to_map(field: _Field, image: Pair, output_size: Pair) -> FieldMap:
 
 # ---- measuring: the gradient support of a linear, positive copy ------------------------------
 
-_PASS = frozenset({
+#: pointwise nonlinearities, clamps and dropout: the identity on a model's linear path
+ACTIVATIONS = frozenset({
     "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "leaky_relu", "leaky_relu_", "elu", "elu_",
     "selu", "celu", "gelu", "silu", "mish", "hardswish", "hardsigmoid", "sigmoid", "sigmoid_",
     "tanh", "tanh_", "softplus", "prelu", "threshold", "clamp", "clamp_", "clip", "clamp_min",
-    "clamp_max", "dropout", "dropout2d", "neg", "__neg__",
+    "clamp_max", "dropout", "dropout2d",
 })
+_NEGATE = frozenset({"neg", "__neg__"})
 _SUBTRACT = frozenset({"sub", "rsub", "__sub__", "__rsub__"})
 _SUBTRACT_IN_PLACE = frozenset({"sub_", "__isub__"})
 
 
-class _LinearPositive(TorchFunctionMode):
-    """Run a model as a linear map with positive weights: no cancellation, no saturation.
+class LinearPath(TorchFunctionMode):
+    """Run a model on its linear path: activations, clamps and dropout pass their input
+    through, max pooling averages. The weights, normalizations (with fixed statistics, i.e.
+    in eval mode: affine) and signs stay, so the gradient through the path is the product of
+    the layers' linear maps (expanded weights, ``seethrough.circuits.weights``).
 
-    Activations, clamps and dropout pass their input through, subtraction adds, max pooling
-    averages, normalizations add a mean instead of subtracting it; so with positive weights,
-    every pixel a position depends on gets a gradient.
+    ``positive=True``, with positive weights (``positive_twin``): no cancellation either;
+    subtraction adds and normalizations add a mean instead of subtracting it, so every input
+    a position depends on gets a gradient (the measured receptive fields).
     """
+
+    def __init__(self, *, positive: bool = False):
+        super().__init__()
+        self.positive = positive
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
-        if name in _PASS:
+        if name in ACTIVATIONS or (self.positive and name in _NEGATE):
             return args[0] if args else next(iter(kwargs.values()))
+        if name == "max_pool2d":
+            return _average_pool(_bind(args, kwargs, _SIGNATURES["max_pool2d"]))
+        if name == "adaptive_max_pool2d":
+            return F.adaptive_avg_pool2d(args[0], args[1] if len(args) > 1 else kwargs["output_size"])
+        if not self.positive:
+            return func(*args, **kwargs)
         if name in _SUBTRACT:
             return torch.add(args[0], args[1])
         if name in _SUBTRACT_IN_PLACE:
             return args[0].add_(args[1])
         if name in _NORM_SIGNATURES:
             return _normalized(name, _bind(args, kwargs, _NORM_SIGNATURES[name]))
-        if name == "max_pool2d":
-            return _average_pool(_bind(args, kwargs, _SIGNATURES["max_pool2d"]))
-        if name == "adaptive_max_pool2d":
-            return F.adaptive_avg_pool2d(args[0], args[1] if len(args) > 1 else kwargs["output_size"])
         return func(*args, **kwargs)
 
 
@@ -653,9 +664,9 @@ def _average_pool(values: dict) -> torch.Tensor:
                         values.get("padding", 0), values.get("ceil_mode", False))
 
 
-def _linear_positive(model: nn.Module) -> nn.Module:
+def positive_twin(model: nn.Module) -> nn.Module:
     """A hook-free float64 copy in eval mode: each weight the mean of its inputs, biases and
-    scales 1, buffers made positive."""
+    scales 1, buffers made positive (run it under ``LinearPath(positive=True)``)."""
     twin = copy.deepcopy(model).eval().double()
     with torch.no_grad():
         for module in twin.modules():
@@ -675,7 +686,7 @@ def _support_boxes(twin: nn.Module, name: str, input_size: tuple[int, int, int],
     """The box of the pixels that get a gradient from each position, one image per position."""
     images = torch.ones(len(positions), *input_size, dtype=torch.float64,
                         device=model_device(twin), requires_grad=True)
-    with _LinearPositive(), Trace(twin, name, retain_grad=True, stop=True) as trace:
+    with LinearPath(positive=True), Trace(twin, name, retain_grad=True, stop=True) as trace:
         twin(images)
     rows, cols = zip(*positions)
     output = trace[name].output
@@ -713,7 +724,7 @@ def _fit(indices: list[int], spans: list[Pair], ratio: float, name: str) -> tupl
 
 def _measured_map(model: nn.Module, name: str, input_size: tuple[int, int, int],
                   output_size: Pair) -> FieldMap:
-    twin = _linear_positive(model)
+    twin = positive_twin(model)
     rows, cols = (_samples(n) for n in output_size)
     middle = tuple(n // 2 for n in output_size)
     positions = [(i, middle[1]) for i in rows] + [(middle[0], j) for j in cols]
