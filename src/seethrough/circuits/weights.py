@@ -96,7 +96,7 @@ def folded_batchnorm(model: nn.Module, layer: LayerSpec,
         >>> folded_batchnorm(net, "0", (3, 8, 8))
         '1'
     """
-    name, module = resolve_layer(model, layer)
+    _, module = resolve_layer(model, layer)
     size = tuple(input_size or getattr(model, "input_size", (3, 224, 224)))
     output, found, handles = {}, [], []
 
