@@ -4,6 +4,9 @@ A change is one of:
 
 * ``Off(layer, units)``: the units' outputs set to 0 (switched off);
 * ``Clamp(layer, units, value)``: the units' outputs held at ``value`` (clamped on);
+  both take ``where``, an ``(H, W)`` mask (at any resolution, e.g. the image's) to change the
+  units only at the positions it covers (resized to the layer's grid: a position counts if
+  any of its area is covered);
 * ``SetWeights(parameter, index, value)``: a slice of a parameter replaced (``index`` as in
   ``tensor[index]``, e.g. ``(slice(None), [3, 5])`` for the inputs 3 and 5 of every unit);
 * ``Direction(layer, vector, amount)``: a concept direction (a TCAV or Net2Vec vector over the
@@ -47,19 +50,23 @@ from seethrough.trace import LayerSpec, resolve_layer
 
 @dataclass(frozen=True)
 class Off:
-    """Switch ``units`` (channels) of ``layer``'s output off: set them to 0."""
+    """Switch ``units`` (channels) of ``layer``'s output off: set them to 0 (only ``where`` a
+    mask is true, if given)."""
 
     layer: LayerSpec
     units: Sequence[int]
+    where: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
 class Clamp:
-    """Hold ``units`` (channels) of ``layer``'s output at ``value`` at every position."""
+    """Hold ``units`` (channels) of ``layer``'s output at ``value`` (at every position, or
+    ``where`` a mask is true)."""
 
     layer: LayerSpec
     units: Sequence[int]
     value: float
+    where: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -113,10 +120,25 @@ def _activation_edit(change: Change, name: str):
         mask = torch.zeros(output.shape[1], dtype=torch.bool, device=output.device)
         mask[index] = True
         mask = mask.view(1, -1, *([1] * (output.dim() - 2)))
+        if change.where is not None:
+            mask = mask & _region(change.where, output, name)
         value = 0.0 if isinstance(change, Off) else float(change.value)
         return torch.where(mask, torch.as_tensor(value, dtype=output.dtype), output)
 
     return apply
+
+
+def _region(where: torch.Tensor, output: torch.Tensor, name: str) -> torch.Tensor:
+    """An ``(H, W)`` mask on ``output``'s grid, ``(1, 1, h, w)``: positions with any area covered."""
+    import torch.nn.functional as F
+
+    where = torch.as_tensor(where)
+    if where.dim() != 2 or output.dim() != 4:
+        raise InputError(f"where is an (H, W) mask for a layer with a (C, H, W) output; got a "
+                         f"{tuple(where.shape)} mask for {name!r}'s {tuple(output.shape[1:])}")
+    grid = F.interpolate(where[None, None].float().to(output.device), size=output.shape[-2:],
+                         mode="area")
+    return grid > 0
 
 
 @contextmanager

@@ -1,0 +1,115 @@
+"""The hand-written circle-vs-square net (issue #14): its accuracy, and seethrough's own tools
+(dissection, feature visualization, circuit weights) recover the design it was written with."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seethrough.circuits.handmade import (
+    DESIGN,
+    PartsProbe,
+    circles_and_squares,
+    curve_unit,
+    edge_unit,
+    handmade_net,
+    side_unit,
+)
+from seethrough.data import ConceptWorld
+from seethrough.dissection import dissect
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    return handmade_net()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def labelled(result, layer: str) -> dict[int, tuple[str, float]]:
+    concepts, values = result.best(layer)
+    names = result.vocabulary.names
+    return {unit: (names[int(concepts[unit])], float(values[unit])) for unit in range(len(concepts))}
+
+
+def test_accuracy_on_conceptworld_circles_and_squares(model):
+    images, labels = circles_and_squares(1600)  # 427 circles and squares
+    assert len(labels) == 427
+    with torch.no_grad():
+        accuracy = (model(images).argmax(1) == labels).float().mean().item()
+    assert accuracy >= 0.9  # measured 0.916 (the issue's goal: 0.9)
+
+
+def test_dissection_labels_colour_and_shape_units(model):
+    result = dissect(model, ["conv1", "conv3"], ConceptWorld("val", length=200), progress=False)
+    colours = labelled(result, "conv1")
+    # measured: red, cyan (for green), blue, yellow, white, black
+    assert [colours[unit][0] for unit in range(6)] == ["red", "cyan", "blue", "yellow", "white",
+                                                      "black"]
+    assert sum(colours[unit][0] == concept for unit, concept, _ in DESIGN["conv1"][:6]) >= 5
+    # conv3 units answer at an object's centre, so every IoU is small (0.01-0.04): 4 of the 12
+    # square units are labelled square (the others red, orange, cyan), 2 of the 5 circle units
+    # square too; every square unit overlaps squares more than circles. WEAKER than the
+    # previous design's claim (its circle units were labelled circle).
+    iou, names = result.iou("conv3"), result.vocabulary.names
+    circle, square = names.index("circle"), names.index("square")
+    shapes = labelled(result, "conv3")
+    squares = [unit for unit, concept, _ in DESIGN["conv3"] if concept == "square"]
+    assert sum(shapes[unit][0] == "square" for unit in squares) >= 3
+    assert all(iou[unit, square] > iou[unit, circle] for unit in squares)
+
+
+def test_dissection_labels_edge_side_curve_units(model):
+    result = dissect(model, ["conv1", "conv2"], PartsProbe(96), progress=False)
+    edges = labelled(result, "conv1")
+    designed = [(unit, concept) for unit, concept, _ in DESIGN["conv1"] if concept.startswith("edge")]
+    assert all(edges[unit][0] == concept for unit, concept in designed)  # 24 of 24, IoU 0.08-0.15
+    # among the part concepts, side units are sides and the diagonal curve units curves (the
+    # curves at 0, 90, 180, 270 degrees have horizontal or vertical tangents, like sides)
+    iou, names = result.iou("conv2"), result.vocabulary.names
+    side, corner, curve = (names.index(concept) for concept in ("side", "corner", "curve"))
+    for unit, concept, _ in DESIGN["conv2"]:
+        if concept == "side":
+            assert iou[unit, side] > max(iou[unit, corner], iou[unit, curve])
+        elif unit in {curve_unit(middle) for middle in (45, 135, 225, 315)}:
+            assert iou[unit, curve] > max(iou[unit, side], iou[unit, corner])
+
+
+def test_feature_visualization_draws_edges_and_colours(model):
+    from seethrough.featureviz import objectives, visualize
+
+    vertical, horizontal = edge_unit("luminance", 90, 1), edge_unit("luminance", 0, 1)
+    result = visualize(model, objectives.channel("conv1", [vertical, horizontal, 0]), steps=48,
+                       size=48, lr=0.1, progress=False)
+    images = result.images
+    d_dx = (images[..., :, 1:] - images[..., :, :-1]).pow(2).mean((1, 2, 3))
+    d_dy = (images[..., 1:, :] - images[..., :-1, :]).pow(2).mean((1, 2, 3))
+    assert d_dx[0] > 1.5 * d_dy[0]  # the vertical-edge unit draws vertical stripes (1.7x)
+    assert d_dy[1] > 1.5 * d_dx[1]  # and the horizontal one horizontal stripes (3x)
+    red, green = images[2, 0].mean(), images[2, 1].mean()
+    assert red > green + 0.1  # the red-green unit draws red (0.57 vs 0.33)
+
+
+def test_circuit_weights_show_the_wiring(model):
+    from seethrough.circuits import weights
+
+    edges = weights.circuit_weights(model, "conv1", "conv2")  # (conv2 units, conv1 units, h, w)
+    excitation = edges.clamp(min=0).sum((2, 3))
+    channels = ("luminance", "red-green", "blue-yellow")
+    for orientation in (0, 90):  # a straight side is made of edges of its own orientation
+        strongest = excitation[side_unit(orientation)].topk(6).indices.tolist()
+        assert set(strongest) == {edge_unit(c, orientation, p) for c in channels for p in (1, -1)}
+    for middle in (45, 135):  # a diagonal curve of diagonal edges (tangents at 135, 45 degrees)
+        strongest = excitation[curve_unit(middle)].topk(6).indices.tolist()
+        tangent = (middle + 90) % 180
+        assert set(strongest) == {edge_unit(c, tangent, p) for c in channels for p in (1, -1)}
+    parts = weights.circuit_weights(model, "conv2", "conv3").clamp(min=0).sum((2, 3))
+    sides = {unit for unit, concept, _ in DESIGN["conv2"] if concept == "side"}
+    for unit, concept, _ in DESIGN["conv3"]:  # squares read sides only, circles curves only
+        reads = set(parts[unit].nonzero().flatten().tolist())
+        assert (reads <= sides) if concept == "square" else (reads.isdisjoint(sides) and reads)
