@@ -19,11 +19,11 @@ def test_the_scope_restores_every_parameter_byte_for_byte_also_on_error(unchange
     net = _net()
     x = torch.rand(3, 3, 8, 8)
     before = net(x)
-    with unchanged(net), pytest.raises(RuntimeError, match="inside"):
-        with edit(net, SetWeights("0.weight", (slice(0, 3),), 0.5), Off("2", [1]),
-                  SetWeights("5.bias", (slice(None),), 7.0)):
-            assert torch.all(net[5].bias == 7)
-            raise RuntimeError("inside")
+    changes = (SetWeights("0.weight", (slice(0, 3),), 0.5), Off("2", [1]),
+               SetWeights("5.bias", (slice(None),), 7.0))
+    with unchanged(net), pytest.raises(RuntimeError, match="inside"), edit(net, *changes):
+        assert torch.all(net[5].bias == 7)
+        raise RuntimeError("inside")
     torch.testing.assert_close(net(x), before, rtol=0, atol=0)
 
 

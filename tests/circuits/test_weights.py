@@ -15,7 +15,7 @@ from seethrough.errors import InputError
 def _compose(outer: torch.Tensor, inner: torch.Tensor, stride: int = 1) -> torch.Tensor:
     """The kernel of ``conv(outer) after conv(inner, stride)`` written out by hand: output unit
     ``o`` reads inner position ``d``, which reads input position ``stride * d + e``."""
-    out_c, mid_c, kh, kw = outer.shape
+    out_c, _, kh, kw = outer.shape
     _, in_c, ih, iw = inner.shape
     composed = torch.zeros(out_c, in_c, stride * (kh - 1) + ih, stride * (kw - 1) + iw,
                            dtype=torch.float64)
@@ -125,14 +125,14 @@ def test_expanded_weights_on_other_architectures(arch, layer_a, layer_b, units, 
     for unit in units:
         start = {}
 
-        def replace(_module, _inputs, output):
+        def replace(_module, _inputs, output, start=start):
             start["value"] = torch.zeros_like(output, requires_grad=True)
             return start["value"]
 
         handle = twin.get_submodule(layer_a).register_forward_hook(replace)
         ends = {}
         handle_b = twin.get_submodule(layer_b).register_forward_hook(
-            lambda _m, _i, o: ends.__setitem__("value", o))
+            lambda _m, _i, o, ends=ends: ends.__setitem__("value", o))
         twin(images)
         handle.remove()
         handle_b.remove()
