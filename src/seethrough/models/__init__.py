@@ -4,6 +4,8 @@ Names (``list_models()`` lists them all):
     ``conceptnet``, ``conceptnet_cheater``   bundled models trained on ConceptWorld
     ``conceptnet_shuffled``                   the same net trained on shuffled labels (a
                                               memorizer: 99.8 % train, chance on new images)
+    ``conceptnet_seed1``, ``conceptnet_seed2``  ConceptNet trained again from seeds 1 and 2
+                                              (universality: do they learn the same?)
     ``mobilenet_v2``, ``efficientnet_lite0``  real ImageNet models, offline
     ``torchvision:ARCH``                      any torchvision classifier (random weights, or
                                               ``weights=PATH`` to a local state dict)
@@ -41,7 +43,8 @@ from seethrough.models.normalize import (
 )
 from seethrough.models.sources import is_source, module_from
 
-BUNDLED = ("conceptnet", "conceptnet_cheater", "conceptnet_shuffled")
+BUNDLED = ("conceptnet", "conceptnet_cheater", "conceptnet_shuffled", "conceptnet_seed1",
+           "conceptnet_seed2")
 IMAGENET = ("mobilenet_v2", "efficientnet_lite0")
 
 Loader = Callable[[], nn.Module]
