@@ -59,10 +59,10 @@ class Defaults:
 
         return load_model("conceptnet_shuffled")
 
-    def world(self, length: int, *, size: int = 64, bias: float = 0.0):
+    def world(self, length: int, *, size: int = 64, bias: float = 0.0, cue: bool | None = None):
         from seethrough.data import ConceptWorld
 
-        return ConceptWorld(split="val", length=length, size=size, bias=bias)
+        return ConceptWorld(split="val", length=length, size=size, bias=bias, cue=cue)
 
     def photos(self, family: str) -> SectionData:
         from seethrough.data.photos import sample_photos
@@ -93,7 +93,8 @@ class Defaults:
         count = {"attribution": 16 if self.quick else 32, "shortcut": 16 if self.quick else 32,
                  "sanity": 8 if self.quick else 16,
                  "adversarial": 16 if self.quick else 64,
-                 "featureviz": 64 if self.quick else 200}.get(family, 8)
+                 "featureviz": 64 if self.quick else 200,
+                 "circuits": 32 if self.quick else 128}.get(family, 8)
         batch = self.world(count, bias=bias).batch()
         concepts = {"dissection": lambda: self.world(120 if self.quick else 400),
                     "featureviz": lambda: self.world(count)}.get(
@@ -103,6 +104,19 @@ class Defaults:
         if family == "adversarial":  # other models to transfer to; concepts for dissection
             concepts = self.world(200) if not self.quick else None
             extra["transfer"] = {"cheater": self.cheater, "shuffled labels": self.shuffled}
+        if family == "circuits" and bias > 0:  # the cue's channels switched off
+            extra["cue"] = {"biased": self.world(64 if self.quick else 128, bias=bias).batch(),
+                            "unbiased": self.world(128 if self.quick else 256, cue=True).batch(),
+                            "without_cue": self.world(128 if self.quick else 256).batch(),
+                            "honest": self.conceptnet}
+        elif family == "circuits":
+            extra["handmade"] = True
+        if family == "universality":  # two more seeds, and an ImageNet network
+            from seethrough.models import load_model
+
+            extra.update(dataset=self.world(300 if self.quick else 1000), compare={
+                "seed 1": load_model("conceptnet_seed1"), "seed 2": load_model("conceptnet_seed2"),
+                "MobileNetV2 (ImageNet)": self.mobilenet})
         if family == "sanity":  # data randomization: the same net trained on shuffled labels
             extra["shuffled"] = self.shuffled
         if family == "represent":  # maps of many images; the memorizer's dimension profile
@@ -200,6 +214,10 @@ SECTIONS: Registry[Entry] = Registry("report section", {
                        (WORLD, PHOTOS)),
     "adversarial": Entry("Adversarial examples", _family("seethrough.adversarial.section:section"),
                          (WORLD, PHOTOS)),
+    "circuits": Entry("Circuits", _family("seethrough.circuits.section:section"),
+                      (WORLD, CHEATER, PHOTOS)),
+    "universality": Entry("Universality",
+                          _family("seethrough.circuits.section:universality_section"), (WORLD,)),
 })
 
 

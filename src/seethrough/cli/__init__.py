@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 #: subcommand modules, in the order `--help` lists them
 COMMANDS = ["demo", "report", "layers", "train", "attribute", "visualize", "dissect", "represent",
-            "attack", "findings"]
+            "attack", "findings", "circuits"]
 
 
 class IntermixedParser(argparse.ArgumentParser):

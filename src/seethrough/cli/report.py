@@ -7,7 +7,8 @@ import sys
 
 #: the report's section keys (``seethrough.reporting.build``), without importing it
 SECTIONS = ["predictions", "attribution", "sanity", "findings", "featureviz", "dissection",
-            "represent", "adversarial", "models", "layers", "filters"]
+            "represent", "adversarial", "circuits", "universality", "models", "layers",
+            "filters"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

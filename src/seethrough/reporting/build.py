@@ -52,6 +52,8 @@ def represent_section(model, data: SectionData, options: SectionOptions) -> Sect
 def _sections() -> dict[str, tuple[str, Callable]]:
     """key -> (title, section function), in the order of the report after the summary."""
     from seethrough.adversarial.section import section as adversarial
+    from seethrough.circuits.section import section as circuits
+    from seethrough.circuits.section import universality_section as universality
     from seethrough.dissection.section import section as dissection
     from seethrough.evaluation.findings_section import section as findings
     from seethrough.evaluation.section import sanity_section
@@ -67,6 +69,8 @@ def _sections() -> dict[str, tuple[str, Callable]]:
             "dissection": ("Network Dissection", dissection),
             "represent": ("Representations", represent_section),
             "adversarial": ("Adversarial examples", adversarial),
+            "circuits": ("Circuits", circuits),
+            "universality": ("Universality", universality),
             "models": ("Model card", basics.model_section),
             "layers": ("Layers", basics.layers_section),
             "filters": ("First-layer filters", basics.filters_section)}
@@ -128,8 +132,8 @@ def report(model: str | nn.Module, images: str | Path | Sequence[str | Path], *,
         size: the side in pixels the images are resized to (default: the model's
             ``input_size``, else 224); smaller is faster, for a model that accepts it.
         sections: only these (keys of the report: predictions, attribution, sanity,
-            findings, featureviz, dissection, represent, adversarial, models, layers,
-            filters); the summary is always made.
+            findings, featureviz, dissection, represent, adversarial, circuits, universality,
+            models, layers, filters); the summary is always made.
         command: the command line that regenerates it (shown under every section).
     """
     from seethrough.data.annotations import read_class_names, read_labels
