@@ -58,15 +58,18 @@ def _circuits_html(model: nn.Module, data: SectionData, options: SectionOptions,
     from seethrough.circuits.figures import circuit_figure
 
     layer = _circuit_layer(model, stages)
+    before = stages[stages.index(layer) - 1]
     units = _top_units(model, layer, data.images[:32], 1 if options.quick else 2)
     body = ""
     for unit in units:
-        figure = circuit_figure(model, layer, unit, count=2 if options.quick else 3,
+        figure = circuit_figure(model, layer, unit, inputs_layer=before,
+                                count=2 if options.quick else 3,
                                 steps=32 if options.quick else 128)
         body += figure_html(figure, f"{layer} unit {unit} (among the most active on these "
-                            "images) and its strongest inputs from the layer before: each "
-                            "input's feature visualization and its spatial weight map (red "
-                            "excites, blue inhibits; a following BatchNorm folded in).")
+                            f"images) and its strongest inputs from the stage before, {before}: "
+                            "each input's feature visualization and its spatial weight map (red "
+                            "excites, blue inhibits; expanded weights where the stages are "
+                            "further apart than one convolution).")
     return body
 
 
