@@ -97,6 +97,7 @@ class Defaults:
                  "circuits": 32 if self.quick else 128}.get(family, 8)
         batch = self.world(count, bias=bias).batch()
         concepts = {"dissection": lambda: self.world(120 if self.quick else 400),
+                    "universality": lambda: self.world(120 if self.quick else 400),
                     "featureviz": lambda: self.world(count)}.get(
             family, lambda: self.world(16, bias=bias))()
         names = [self.conceptnet.class_names[int(c)] for c in batch["label"]]

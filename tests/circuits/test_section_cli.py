@@ -53,5 +53,8 @@ def test_compare_command_on_two_seeds(tmp_path):
     assert main(["compare", "conceptnet", "conceptnet_seed1", "--conceptworld", "200",
                  "--quick", "--out", str(out)]) == 0
     text = (out / "compare.html").read_text()
-    assert "Linear CKA" in text and "Unit matching" in text
+    assert "Linear CKA" in text and "Unit matching" in text and "dissection label" in text
+    facts = json.loads((out / "report.json").read_text())["sections"][0]["facts"]
+    assert facts["cka_same_layer conceptnet_seed1"] in ("4/5", "5/5")
+    assert facts["matched_share conceptnet_seed1"] > 0.9
     assert list((out / "tables").glob("*.csv"))

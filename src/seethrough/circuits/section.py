@@ -226,18 +226,32 @@ def universality_section(model: nn.Module, data: SectionData,
         if other is None or stages_differ(model, other, data):
             continue
         last = result.layers_a[-1]
+        labels = None
+        if data.concepts is not None:
+            from seethrough.circuits.matching import dissection_labels
+            from seethrough.dissection import dissect
+
+            labels = [dissection_labels(dissect(net, [last], data.concepts, cache=False,
+                                                progress=options.progress), last)
+                      for net in (model, other)]
         rows = []
         for method in ("one_to_one", "semi"):
             matching = match_units(model, other, last, dataset, method=method,
                                    progress=options.progress)
-            rows.append({"matching": method.replace("_", "-"), "units": len(matching.partner),
-                         f"share with partner r > {PARTNER_R}": round(
-                             matching.share_above(PARTNER_R), 3),
-                         "mean r": round(float(matching.scores.nanmean()), 3)})
+            row = {"matching": method.replace("_", "-"), "units": len(matching.partner),
+                   f"share with partner r > {PARTNER_R}": round(matching.share_above(PARTNER_R), 3),
+                   "mean r": round(float(matching.scores.nanmean()), 3)}
+            if labels is not None:
+                row["matched pairs with the same dissection label"] = round(
+                    matching.shared_labels(*labels), 3)
+            rows.append(row)
         frame = pd.DataFrame(rows)
         body += (f"<p>Unit matching at {last} with {html.escape(name)} by activation "
                  f"correlation (Li et al. 2015): one-to-one (Hungarian) and semi-matching "
-                 f"(each unit its best partner).</p>") + table_html(frame)
+                 f"(each unit its best partner)"
+                 + (", and how many matched pairs of detectors share their Network Dissection "
+                    "label (among pairs where both units are detectors)" if labels else "")
+                 + ".</p>") + table_html(frame)
         tables[f"matching {name}"] = frame.to_dict("records")
         facts[f"matched_share {name}"] = rows[0][f"share with partner r > {PARTNER_R}"]
     return Section("Universality", body, facts=facts, tables=tables)

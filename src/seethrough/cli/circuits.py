@@ -131,5 +131,9 @@ def run_compare(args: argparse.Namespace) -> int:
     size = int(getattr(model, "input_size", (3, 224, 224))[-1])
     data = _data(args, size)
     data.extra["compare"] = {args.other: other}
+    if args.conceptworld:  # dissection labels for the matched units
+        from seethrough.data import ConceptWorld
+
+        data.concepts = ConceptWorld("val", length=min(args.conceptworld, 400), size=size)
     made = universality_section(model, data, SectionOptions(quick=args.quick))
     return _write(args, made, "compare", f"Compare: {args.model} and {args.other}")
