@@ -88,6 +88,7 @@ def circuit_figure(model: nn.Module, layer: LayerSpec, unit: int, *,
             report), reused instead of rendering; names as ``seethrough.layers`` prints them.
 
     Example:
+        >>> _ = torch.manual_seed(0)
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
         ...                     nn.Conv2d(4, 2, 3, padding=1))
         >>> figure = circuit_figure(net, "2", 0, count=1, steps=2, size=16)
