@@ -15,6 +15,16 @@ written (Olah et al. 2020, "Zoom In"):
   gives the side units of its square little (it leaves their line and turns away), a square
   gives the ring's diagonal curves nothing (it has no diagonal boundary); every weight is
   positive and both kinds of unit sum to 1, so they answer on one contrast scale;
+* ``fill`` (after ``relu3``): the same circle and square units, each spread over the shape it
+  found, like a segmentation: where the strongest circle unit beats the strongest square unit
+  the circle units are kept (else the square units), then each unit's map is grey-dilated by
+  its disc (circle units, their radius) or box (square units, their half side and turn). The
+  footprints hold their centre and an image's strongest answer is kept, so the predicted class
+  is exactly conv3's (same accuracy; the losing kind's logit can be lower). Network Dissection reads ``fill``, not ``conv3``,
+  whose units answer only at an object's centre (a small blob, IoU 0.01-0.04 with whole shapes):
+  on ``fill`` 5 of the 12 square units are labelled square (IoU 0.07-0.12; conv3: 3 of 12), but
+  no circle unit circle (they overlap circles, IoU 0.03-0.09, and never squares, but answer
+  ConceptWorld's rings, of the same outline, as strongly, so colours, textures and ring win);
 * ``pool`` (global max), ``shapes`` (strongest circle unit, strongest square unit) and ``fc``:
   circle logit = circle - square (no fitted number).
 
@@ -245,6 +255,52 @@ class ShapeMax(nn.Module):
         return torch.stack([circles.amax(1), squares.amax(1)], 1)
 
 
+def fill_footprints() -> torch.Tensor:
+    """(units, K3, K3) boolean footprints of ``fill``: each circle unit's disc (its radius),
+    each square unit's box (its half side, at its turn), in cells around the detected centre."""
+    y, x = _grid(K3)
+    feet = torch.zeros(len(RADII) + len(HALF_SIDES) * len(TURNS), K3, K3, dtype=torch.bool)
+    for radius in RADII:
+        feet[circle_unit(radius)] = x**2 + y**2 <= radius**2
+    for half_side in HALF_SIDES:
+        for turn in TURNS:
+            ny, nx = _normal(turn)
+            dy, dx = _line(turn)
+            across, along = (y * ny + x * nx).abs(), (y * dy + x * dx).abs()
+            feet[square_unit(half_side, turn)] = torch.maximum(across, along) <= half_side
+    return feet
+
+
+class Fill(nn.Module):
+    """Each shape unit's answer spread over the shape it found, where its kind wins.
+
+    At each place the stronger kind keeps its units (circle units where the strongest circle
+    unit answers at least as much as the strongest square unit, square units elsewhere) and the
+    other kind is set to 0; then ``out[u, p]`` is the largest kept ``x[u, p + d]`` over the
+    offsets ``d`` in unit ``u``'s footprint (a grey dilation by its disc or turned box, see
+    ``fill_footprints``). The footprints hold their centre and the strongest answer of an image
+    is kept, so the predicted class (the kind that answers most, anywhere) is unchanged.
+    """
+
+    def __init__(self, footprints: torch.Tensor):
+        super().__init__()
+        self.register_buffer("footprints", footprints.bool())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        circles, squares = x[:, :len(RADII)], x[:, len(RADII):]
+        circle_wins = circles.amax(1, keepdim=True) >= squares.amax(1, keepdim=True)
+        x = torch.cat([circles.where(circle_wins, torch.zeros_like(circles)),
+                       squares.where(~circle_wins, torch.zeros_like(squares))], 1)
+        k = self.footprints.shape[-1]
+        h, w = x.shape[-2:]
+        padded = nn.functional.pad(x, (k // 2,) * 4, value=float("-inf"))
+        out = torch.full_like(x, float("-inf"))
+        for dy, dx in self.footprints.any(0).nonzero().tolist():
+            keep = self.footprints[:, dy, dx][:, None, None]  # offset (dy - k // 2, dx - k // 2)
+            out = torch.where(keep, torch.maximum(out, padded[..., dy:dy + h, dx:dx + w]), out)
+        return out
+
+
 def handmade_net() -> nn.Sequential:
     """The hand-written circle-vs-square net (see the module docstring), in eval mode."""
     w1, b1 = conv1_weights()
@@ -261,8 +317,8 @@ def handmade_net() -> nn.Sequential:
         fc.weight.copy_(torch.tensor([[1.0, -1.0], [-1.0, 1.0]]))  # circle - square, and back
     model = nn.Sequential(OrderedDict(
         conv1=conv1, relu1=nn.ReLU(), conv2=conv2, relu2=nn.ReLU(), conv3=conv3,
-        relu3=nn.ReLU(), pool=nn.AdaptiveMaxPool2d(1), flatten=nn.Flatten(), shapes=ShapeMax(),
-        fc=fc,
+        relu3=nn.ReLU(), fill=Fill(fill_footprints()), pool=nn.AdaptiveMaxPool2d(1),
+        flatten=nn.Flatten(), shapes=ShapeMax(), fc=fc,
     ))
     model.input_size = (3, 64, 64)
     model.class_names = ["circle", "square"]
@@ -283,7 +339,11 @@ def _design() -> dict[str, list[tuple[int, str, str]]]:
              for r in RADII]
     conv3 += [(square_unit(a, t), "square", f"four sides {2 * a:g} px from the centre, turned {t:+d}")
               for a in HALF_SIDES for t in TURNS]
-    return {"conv1": conv1, "conv2": conv2, "conv3": conv3}
+    fill = [(circle_unit(r), "circle", f"conv3 circle unit over a disc of radius {2 * r:g} px")
+            for r in RADII]
+    fill += [(square_unit(a, t), "square", f"conv3 square unit over a {4 * a:g} px box turned {t:+d}")
+             for a in HALF_SIDES for t in TURNS]
+    return {"conv1": conv1, "conv2": conv2, "conv3": conv3, "fill": fill}
 
 
 #: every hand-set unit: {layer: [(unit, intended concept, description)]}
