@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import platform
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import forward_backward, interleaved_best, markdown_table
+from common import forward_backward, interleaved_best, markdown_table, peak_memory_in_fresh_process
 
 from seethrough.allocator import keep_freed_memory
 from seethrough.atomic import write_text_atomic
@@ -101,23 +100,14 @@ def cka_speed(count: int, rounds: int) -> dict:
 def peak_memory(count: int) -> float:
     """Growth of peak RSS (MiB) while ``cka_matrix`` compares the two ConceptNets over ``count``
     ConceptWorld images generated on the fly, in a fresh process."""
-    code = (
-        "import sys, torch\n"
-        f"sys.path.insert(0, {str(HERE)!r})\n"
-        "from common import peak_memory\n"
-        "torch.set_num_threads(2)\n"
+    return peak_memory_in_fresh_process(
         "from seethrough.circuits.cka import cka_matrix\n"
         "from seethrough.data import ConceptWorld\n"
         "from seethrough.models import load_model\n"
         f"a, b = load_model('conceptnet'), load_model({SECOND!r})\n"
         f"data = ConceptWorld('val', length={count})\n"
-        "data[0]\n"
-        f"grown = peak_memory(lambda: cka_matrix(a, b, data, batch_size={BATCH}, progress=False))\n"
-        "print(grown / 2**20)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
-                         text=True)
-    return float("nan") if out.returncode else float(out.stdout.strip().splitlines()[-1])
+        "data[0]",
+        f"cka_matrix(a, b, data, batch_size={BATCH}, progress=False)")
 
 
 def main():

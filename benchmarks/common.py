@@ -101,6 +101,27 @@ def _peak_memory(function: Callable[[], object]) -> float:
     return float(max(0, _status("VmHWM:") - before))
 
 
+def peak_memory_in_fresh_process(setup: str, call: str) -> float:
+    """Growth of peak RSS (MiB) while ``call`` (an expression) runs in a new Python process,
+    after ``setup`` (statements; 2 torch threads), so nothing measured before counts; NaN if
+    the process fails.
+
+    Example:
+        >>> peak_memory_in_fresh_process("import torch", "torch.zeros(1)") >= 0
+        True
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (f"import sys, torch\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+            f"from common import peak_memory\ntorch.set_num_threads(2)\n{setup}\n"
+            f"print(peak_memory(lambda: {call}) / 2**20)\n")
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                         text=True)
+    return float("nan") if out.returncode else float(out.stdout.strip().splitlines()[-1])
+
+
 def forward_backward(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor,
                      memory_format: torch.memory_format = torch.contiguous_format):
     """The reference work: one forward and one backward to the input (parameters frozen).

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,9 +22,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import interleaved_best, markdown_table  # noqa: E402
+from common import interleaved_best, markdown_table, peak_memory_in_fresh_process
 
-from seethrough.allocator import keep_freed_memory  # noqa: E402
+from seethrough.allocator import keep_freed_memory
 
 #: model -> (images, layer)
 MODELS = {"conceptnet": (10_000, "features.block5"), "mobilenet_v2": (2_000, "net.features.18")}
@@ -93,24 +92,14 @@ def speed(name: str, count: int, rounds: int) -> dict:
 def peak_memory(count: int) -> float:
     """Growth of peak RSS (MiB) while ``features`` pools ConceptNet's last layer over
     ``count`` ConceptWorld images generated on the fly, in a fresh process."""
-    code = (
-        "import sys, torch\n"
-        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-        "from common import peak_memory\n"
-        "torch.set_num_threads(2)\n"
+    return peak_memory_in_fresh_process(
         "from seethrough.data import ConceptWorld\n"
         "from seethrough.models import load_model\n"
         "from seethrough.represent import features\n"
         "model = load_model('conceptnet')\n"
         f"data = ConceptWorld('val', length={count})\n"
-        "data[0]\n"
-        "grown = peak_memory(lambda: features(model, 'features.block5', data, batch_size=64,"
-        " progress=False))\n"
-        "print(grown / 2**20)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
-                         text=True)
-    return float("nan") if out.returncode else float(out.stdout.strip().splitlines()[-1])
+        "data[0]",
+        "features(model, 'features.block5', data, batch_size=64, progress=False)")
 
 
 def main():

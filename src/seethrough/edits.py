@@ -18,7 +18,8 @@ from seethrough.errors import InputError
 Edit = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _channel_mask(output: torch.Tensor, channels: Sequence[int] | torch.Tensor) -> torch.Tensor:
+def channel_mask(output: torch.Tensor, channels: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    """``(1, C, 1, ...)`` True at ``channels`` of ``output``'s dimension 1 (checked in range)."""
     index = torch.as_tensor(channels, dtype=torch.long, device=output.device).reshape(-1)
     if output.dim() < 2:
         raise InputError(f"channel edits need an output with a channel dimension, got {output.dim()}-D")
@@ -33,7 +34,7 @@ def replace(channels: Sequence[int], value: float | torch.Tensor) -> Edit:
     """Set the given channels to ``value`` (a number or a tensor broadcastable to the output)."""
 
     def edit(output: torch.Tensor) -> torch.Tensor:
-        mask = _channel_mask(output, channels)
+        mask = channel_mask(output, channels)
         return torch.where(mask, torch.as_tensor(value, dtype=output.dtype), output)
 
     return edit
@@ -48,7 +49,7 @@ def scale(channels: Sequence[int], factor: float) -> Edit:
     """Multiply the given channels by ``factor`` (``factor > 1`` amplifies a unit)."""
 
     def edit(output: torch.Tensor) -> torch.Tensor:
-        mask = _channel_mask(output, channels)
+        mask = channel_mask(output, channels)
         return torch.where(mask, output * factor, output)
 
     return edit

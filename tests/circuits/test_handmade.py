@@ -23,12 +23,7 @@ def model() -> torch.nn.Module:
     return handmade_net()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def labelled(result, layer: str) -> dict[int, tuple[str, float]]:

@@ -18,12 +18,9 @@ def tiny_net(seed: int = 0, classes: int = 5) -> nn.Sequential:
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Many small ops: one thread is faster here, and far faster on a shared, busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
+    """Every feature-visualization test on one thread (``one_thread`` in tests/conftest.py)."""
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

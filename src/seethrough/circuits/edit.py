@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from seethrough.edits import channel_mask
 from seethrough.errors import InputError
 from seethrough.preserve import preserve
 from seethrough.trace import LayerSpec, resolve_layer
@@ -91,15 +92,6 @@ class Direction:
 Change = Off | Clamp | SetWeights | Direction
 
 
-def _units(units: Sequence[int], channels: int, layer: str) -> torch.Tensor:
-    index = torch.as_tensor(list(units) if not isinstance(units, torch.Tensor) else units,
-                            dtype=torch.long).reshape(-1)
-    if len(index) and (index.min() < 0 or index.max() >= channels):
-        raise InputError(f"units {index.tolist()} out of range for the {channels} channels of "
-                         f"{layer!r}")
-    return index
-
-
 def _activation_edit(change: Change, name: str):
     """``output -> new output`` for a change to a layer's output."""
 
@@ -116,10 +108,7 @@ def _activation_edit(change: Change, name: str):
             if change.amount is None:
                 return output - (output * unit).sum(1, keepdim=True) * unit
             return output + change.amount * unit
-        index = _units(change.units, output.shape[1], name).to(output.device)
-        mask = torch.zeros(output.shape[1], dtype=torch.bool, device=output.device)
-        mask[index] = True
-        mask = mask.view(1, -1, *([1] * (output.dim() - 2)))
+        mask = channel_mask(output, change.units)
         if change.where is not None:
             mask = mask & _region(change.where, output, name)
         value = 0.0 if isinstance(change, Off) else float(change.value)
