@@ -53,6 +53,7 @@ from seethrough.dissection.upsample import (
 from seethrough.errors import InputError
 from seethrough.layout import run_in_fast_layout
 from seethrough.tallying import ActivationCache, read_checkpoint, tally
+from seethrough.tallying.engine import EngineSpec, as_engine
 from seethrough.trace import capture, resolve_layer
 
 #: transform(images, labels, batch_index) -> (images, labels), applied before the model
@@ -108,6 +109,7 @@ def dissect(
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 20,
     num_workers: int = 0,
+    engine: EngineSpec = "local",
     progress: bool | None = None,
 ) -> Dissection:
     """Network Dissection of ``layers`` on a concept ``dataset``; see the module docstring.
@@ -132,6 +134,10 @@ def dissect(
         cache_memory: bytes of the cache kept in memory before it spills to disk (without a
             checkpoint; with one, the cache is all on disk so that a resumed run finds it).
         checkpoint: file to save progress to and resume from.
+        engine: where the passes run: ``"local"`` (this process), ``"ray"``, or an ``Engine``
+            (``seethrough.tallying.engine``): several processes or a Ray cluster, each pass
+            cut into shards whose statistics are merged in order (bit-identical for any number
+            of workers). Sharded passes keep no activation cache: pass 2 runs the model again.
     """
     if upsample not in UPSAMPLE_MODES:
         raise InputError(f"upsample must be one of {UPSAMPLE_MODES}, not {upsample!r}")
@@ -151,7 +157,13 @@ def dissect(
         if missing:
             raise InputError(f"thresholds given for some layers but not for {missing}")
     checkpoint = Path(checkpoint) if checkpoint is not None else None
+    engine, owned = as_engine(engine)
     store = cache if isinstance(cache, ActivationCache) else None
+    if engine.sharded:
+        if store is not None:
+            raise InputError("an ActivationCache cannot be shared by the workers of a sharded "
+                             "engine: drop cache= or use engine='local'")
+        cache = False
     if store is None and cache:
         store = (ActivationCache(checkpoint.with_name(checkpoint.name + ".cache"), dtype=cache_dtype)
                  if checkpoint is not None else ActivationCache(memory=cache_memory, dtype=cache_dtype))
@@ -160,7 +172,8 @@ def dissect(
     run = partial(tally, model, names, dataset, batch_size=batch_size,
                   collate=partial(collate, vocabulary=vocabulary), transform=transform,
                   activations=partial(unit_maps, basis=basis), cache=store,
-                  checkpoint_every=checkpoint_every, num_workers=num_workers, progress=progress)
+                  checkpoint_every=checkpoint_every, num_workers=num_workers, engine=engine,
+                  progress=progress)
     try:
         tops = {name: LayerTopImages(name, top_k) for name in names}
         if given is None:
@@ -183,6 +196,8 @@ def dissect(
     finally:
         if store is not None and store is not cache:
             store.close(remove=checkpoint is not None and _finished(checkpoint))
+        if owned:
+            engine.close()
     layers_done = {
         name: LayerDissection(name, given[name], counters[name].inner, tops[name].inner,
                               tuple(counters[name].label_size or (0, 0)))

@@ -50,7 +50,8 @@ def pooled(acts: torch.Tensor, pool: str) -> torch.Tensor:
 class FeatureRows:
     """A ``tally`` statistic: the pooled rows of one layer, written at their dataset indices.
 
-    Shards fill disjoint rows; ``merge`` copies the other's filled rows in.
+    Shards fill disjoint rows; ``merge`` copies the other's filled rows in. The state holds
+    only the filled rows and their indices, so a shard sends back what it computed and no more.
     """
 
     def __init__(self, layer: str, length: int, pool: str = "mean"):
@@ -74,10 +75,16 @@ class FeatureRows:
         return self
 
     def state_dict(self) -> dict:
-        return {"rows": self.rows, "filled": self.filled}
+        indices = self.filled.nonzero()[:, 0]
+        return {"indices": indices, "rows": None if self.rows is None else self.rows[indices]}
 
     def load_state_dict(self, state: dict) -> None:
-        self.rows, self.filled = state["rows"], state["filled"]
+        self.filled = torch.zeros(self.length, dtype=torch.bool)
+        self.filled[state["indices"]] = True
+        self.rows = None
+        if state["rows"] is not None:
+            self.rows = torch.zeros(self.length, state["rows"].shape[1])
+            self.rows[state["indices"]] = state["rows"]
 
     def result(self) -> torch.Tensor:
         """The ``(N, D)`` rows; an error if some images were not seen (an unmerged shard)."""
@@ -104,11 +111,13 @@ class LabelRows:
         self.labels[known] = other.labels[known]
         return self
 
-    def state_dict(self) -> dict:
-        return {"labels": self.labels}
+    def state_dict(self) -> dict:  # the known labels only: a shard sends back its own
+        indices = (self.labels >= 0).nonzero()[:, 0]
+        return {"length": len(self.labels), "indices": indices, "labels": self.labels[indices]}
 
     def load_state_dict(self, state: dict) -> None:
-        self.labels = state["labels"]
+        self.labels = torch.full((state["length"],), -1, dtype=torch.long)
+        self.labels[state["indices"]] = state["labels"]
 
 
 def dataset_features(model: nn.Module, pools: dict[str, str], data, *, batch_size: int = 32,

@@ -8,7 +8,10 @@ run by this one loop. The loop owns what they share: batches (any map-style data
 at ``layers`` (channels-last, forward stopped after the last layer needed, inside the run
 scope), a progress bar, an activation cache (a second pass reads it instead of the model),
 checkpoints with resume, and shards: ``shard=(i, n)`` runs the ``i``-th of ``n`` contiguous
-ranges of batches, and the merged statistics of all shards equal a single run's exactly.
+ranges of batches (or ``shard=range(a, b)`` batches ``a`` to ``b - 1``), and the merged
+statistics of all shards equal a single run's (exactly for counts, to rounding for sums).
+``engine=`` runs the shards on the processes of this machine or on a Ray cluster
+(``seethrough.tallying.engine``), bit-identically for any number of workers.
 
 Example:
     >>> import torch
@@ -45,11 +48,13 @@ from seethrough.errors import InputError
 from seethrough.layout import run_in_fast_layout
 from seethrough.progress import progress_bar
 from seethrough.tallying.cache import ActivationCache, save_atomic
+from seethrough.tallying.engine import Engine, EngineSpec, as_engine, run_sharded
 from seethrough.tallying.fingerprint import dataset_key, digest, model_digest
+from seethrough.tallying.shard_job import ShardJob
 from seethrough.trace import capture, resolve_layer
 
-__all__ = ["ActivationCache", "Batch", "Statistic", "batch_range", "merge_all", "read_checkpoint",
-           "tally"]
+__all__ = ["ActivationCache", "Batch", "Engine", "Statistic", "batch_range", "merge_all",
+           "read_checkpoint", "tally"]
 
 
 class Statistic(Protocol):
@@ -100,10 +105,15 @@ def default_collate(samples: list) -> tuple[torch.Tensor, Any]:
     return torch.stack([torch.as_tensor(s) for s in samples]), None
 
 
-def batch_range(batches: int, shard: tuple[int, int] | None) -> range:
-    """The batches of shard ``(i, n)``: the ``i``-th of ``n`` contiguous, near-equal ranges."""
+def batch_range(batches: int, shard: tuple[int, int] | range | None) -> range:
+    """The batches of shard ``(i, n)``: the ``i``-th of ``n`` contiguous, near-equal ranges
+    (a ``range`` of batch numbers is taken as it is)."""
     if shard is None:
         return range(batches)
+    if isinstance(shard, range):
+        if shard.step != 1 or not 0 <= shard.start <= shard.stop <= batches:
+            raise InputError(f"shard {shard!r} is not a range of the {batches} batches")
+        return shard
     index, count = shard
     if not (isinstance(index, int) and isinstance(count, int) and 0 <= index < count):
         raise InputError(f"shard must be (index, count) with 0 <= index < count, not {shard!r}")
@@ -127,6 +137,23 @@ def read_checkpoint(path: str | Path) -> dict:
     return torch.load(path, weights_only=False)
 
 
+class NamedFailures:
+    """A dataset whose items that fail to load raise ``InputError`` naming their index."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.dataset[index]
+        except Exception as error:
+            raise InputError(f"image {index} of the dataset failed to load: "
+                             f"{type(error).__name__}: {error}") from error
+
+
 def tally(
     model: nn.Module | None,
     layers: str | Sequence[str],
@@ -140,9 +167,10 @@ def tally(
     cache: ActivationCache | None = None,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 20,
-    shard: tuple[int, int] | None = None,
+    shard: tuple[int, int] | range | None = None,
     settings: Mapping | None = None,
     num_workers: int = 0,
+    engine: EngineSpec = "local",
     progress: bool | None = None,
     desc: str = "tally",
 ) -> dict[str, Statistic]:
@@ -162,7 +190,12 @@ def tally(
             new batches are put in it. The images are not cached (``batch.images`` is None).
         checkpoint: a file; progress is saved there atomically every ``checkpoint_every``
             batches and on interruption, and a call with the same arguments resumes from it.
-        shard: ``(i, n)``: only the ``i``-th of ``n`` contiguous ranges of batches.
+        shard: ``(i, n)``: only the ``i``-th of ``n`` contiguous ranges of batches; or a
+            ``range`` of batch numbers.
+        engine: ``"local"`` (this process), ``"ray"``, or an ``Engine`` (workers, Ray address,
+            shard size): a sharded engine runs the shards on its workers and merges them in
+            shard order; ``checkpoint`` then keeps finished shards (``path.shards/``). The
+            statistics, ``collate``, ``transform`` and ``activations`` must pickle.
         settings: what else decides the result (the caller's options), for the fingerprint
             that keeps a checkpoint or cache from being reused by another run.
     """
@@ -182,9 +215,27 @@ def tally(
         transform=getattr(transform, "__name__", repr(transform)) if transform else None)
     fingerprint = digest(source=source_key, settings=repr(sorted((settings or {}).items())),
                          stats=sorted(stats))
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    engine, owned = as_engine(engine)
+    if engine.sharded:
+        if shard is not None or cache is not None:
+            raise InputError("a sharded engine makes its own shards and cannot share an activation "
+                             "cache: drop shard= and cache=, or use engine='local'")
+        options = {"batch_size": batch_size, "collate": collate, "transform": transform,
+                   "activations": activations, "num_workers": num_workers, "progress": False}
+        job = ShardJob(model, names, dataset, stats, options, threads=engine.threads)
+        try:
+            merged = run_sharded(engine, job, len(batches), checkpoint,
+                                 digest(run=fingerprint, shard_batches=engine.shard_batches or 8),
+                                 progress, desc)
+        finally:
+            if owned:
+                engine.close()
+        for name, statistic in stats.items():
+            statistic.load_state_dict(merged[name].state_dict())
+        return dict(stats)
     if cache is not None:
         cache.claim(source_key)
-    checkpoint = Path(checkpoint) if checkpoint is not None else None
     state = {"fingerprint": fingerprint, "next_batch": batches.start, "done": False,
              "shard": shard, "stats": {}}
     if checkpoint is not None and checkpoint.is_file():
@@ -213,7 +264,7 @@ def tally(
         """``(number, indices, images, labels)`` of the batches from ``start`` on."""
         first = start * batch_size
         last = min(len(dataset), batches.stop * batch_size)
-        subset = Subset(dataset, range(first, last))
+        subset = Subset(NamedFailures(dataset), range(first, last))
         loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers,
                             collate_fn=collate)
         for offset, (images, labels) in enumerate(loader):
