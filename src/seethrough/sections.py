@@ -89,3 +89,5 @@ class SectionOptions:
     methods: list[str] | None = None
     seed: int = 0
     progress: bool | None = False
+    #: where dataset passes run (``tallying.Engine`` or ``"local"``/``"ray"``)
+    engine: object = "local"

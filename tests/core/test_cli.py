@@ -17,7 +17,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 def test_help_for_every_subcommand(capsys):
     for command in [None, *COMMANDS]:
         with pytest.raises(SystemExit) as exit_:
-            main([command, "--help"] if command else ["--help"])
+            main([command.replace("_", "-"), "--help"] if command else ["--help"])
         assert exit_.value.code == 0
         assert "usage: seethrough" in capsys.readouterr().out
 

@@ -225,3 +225,23 @@ def test_bytes_sent_back_do_not_grow_with_the_shard(net):
         dissect(net, [B3], WORLD, batch_size=8, engine=engine, progress=False)
         sizes.append(engine.history[-1].bytes_per_shard)  # the IoU pass
     assert abs(sizes[0] - sizes[1]) <= 0.01 * sizes[0]
+
+
+def test_batch_attribute_command_writes_maps_by_index_and_resumes(tmp_path, capsys):
+    from seethrough.attribution.dataset import AttributionMaps
+    from seethrough.cli import main
+
+    args = ["batch-attribute", "conceptnet", "--conceptworld", "12", "--method", "gradcam",
+            "--batch-size", "4", "--shard-batches", "1", "--out", str(tmp_path / "maps")]
+    assert main(args) == 0
+    assert "3 shards on 1 worker " in capsys.readouterr().err
+    maps = AttributionMaps(tmp_path / "maps")
+    images = torch.stack([ConceptWorld("val", length=12, size=64)[i]["image"] for i in range(12)])
+    from seethrough.attribution import attribute
+
+    direct = attribute(load_model("conceptnet").eval(), images, method="gradcam", batch_size=4)
+    assert torch.allclose(maps.all(), direct.maps, atol=1e-6)
+    assert main(args) == 0  # a rerun reads the finished shards
+    assert "3 from checkpoints" in capsys.readouterr().err
+    assert main(["dissect", "conceptnet", "--address", "auto", "--out", str(tmp_path / "d")]) == 2
+    assert "address is for engine='ray'" in capsys.readouterr().err

@@ -211,7 +211,7 @@ def universality_section(model: nn.Module, data: SectionData,
     body, facts, tables = "", {}, {}
     for name, other in others.items():
         result = cka_matrix(model, other, dataset, names=("this model", name),
-                            progress=options.progress)
+                            engine=options.engine, progress=options.progress)
         best = result.best_match()
         same = sum(a == b for a, b in zip(result.layers_a, best))
         caption = (f"Linear CKA (Kornblith et al. 2019) between the stages of this model "

@@ -16,9 +16,9 @@ import sys
 import warnings
 from collections.abc import Iterator
 
-#: subcommand modules, in the order `--help` lists them
+#: subcommand modules (a module `a_b` registers the command `a-b`), in the order `--help` lists them
 COMMANDS = ["demo", "report", "layers", "train", "attribute", "visualize", "dissect", "represent",
-            "attack", "findings", "circuits"]
+            "attack", "findings", "circuits", "batch_attribute"]
 
 
 class IntermixedParser(argparse.ArgumentParser):

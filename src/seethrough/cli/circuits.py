@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 
+from seethrough.cli.engine_args import add_engine_arguments, engine_from
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     circuits = sub.add_parser(
@@ -47,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     compare.add_argument("model", help="the first model")
     compare.add_argument("other", help="the second model")
     compare.add_argument("images", nargs="*", help="image files and folders")
+    add_engine_arguments(compare)
     compare.set_defaults(run=run_compare)
 
 
@@ -135,5 +138,6 @@ def run_compare(args: argparse.Namespace) -> int:
         from seethrough.data import ConceptWorld
 
         data.concepts = ConceptWorld("val", length=min(args.conceptworld, 400), size=size)
-    made = universality_section(model, data, SectionOptions(quick=args.quick))
+    with engine_from(args) as engine:
+        made = universality_section(model, data, SectionOptions(quick=args.quick, engine=engine))
     return _write(args, made, "compare", f"Compare: {args.model} and {args.other}")

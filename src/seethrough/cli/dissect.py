@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from seethrough.cli.engine_args import add_engine_arguments, engine_from
+
 EXPERIMENTS = ("none", "noise", "rotation", "shuffle", "axis", "pca")
 
 
@@ -33,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "best concept of the last layer)")
     parser.add_argument("--draws", type=int, default=3, help="random rotations for --experiment axis")
     parser.add_argument("--out", required=True, help="output folder")
+    add_engine_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -63,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     layers = args.layers or layers_by_resolution(model, image_shape)[-3:]
     options = {"quantile": args.quantile, "iou_threshold": args.iou_threshold,
                "upsample": args.upsample, "union": args.union, "batch_size": args.batch_size}
-    result = dissect(model, layers, data, checkpoint=args.checkpoint, **options)
+    with engine_from(args) as engine:
+        result = dissect(model, layers, data, checkpoint=args.checkpoint, engine=engine, **options)
     result.save(out / "dissection")
     write_text_atomic(out / "units.csv", result.to_frame().to_csv(index=False))
     counts = result.unique_detectors()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from seethrough.cli.engine_args import add_engine_arguments, engine_from
+
 MAPS = ("pca", "tsne", "umap")
 
 
@@ -39,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="output folder")
+    add_engine_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -102,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--k {args.k} needs more than {args.k} images; {len(images)} given")
     shape = tuple(images.shape[1:])
     layer = args.layer or layers_by_resolution(model, shape)[-1]
-    feats = features(model, layer, dataset, pool=args.pool, batch_size=args.batch_size)
+    engine = engine_from(args)
+    feats = features(model, layer, dataset, pool=args.pool, batch_size=args.batch_size,
+                     engine=engine)
     if classes is None:
         classes = predicted_classes(model, images)
     with atomic_path(out / "features.safetensors") as temporary:
@@ -135,10 +140,12 @@ def run(args: argparse.Namespace) -> int:
                                                 pixels.indices, names), out / "neighbors.png")
     if not args.no_dimension:
         pools = profile_layers(model, shape, 6)
-        table = profile(dataset_features(model, pools, dataset, batch_size=args.batch_size)[0])
+        table = profile(dataset_features(model, pools, dataset, batch_size=args.batch_size,
+                                         engine=engine)[0])
         write_text_atomic(out / "dimension.csv", table.to_csv())
         save_figure_atomic(figures.dimension_figure({args.model: table}), out / "dimension.png")
         print(table.to_string(float_format=lambda v: f"{v:.2f}"))
+    engine.close()  # its workers are no longer needed (on an error, process exit stops them)
     save_figure_atomic(figures.activation_grid_figure(activation_grid(model, layer, images[0]),
                                                       title=layer, image=images[0]),
                        out / "activations.png")

@@ -281,3 +281,32 @@ def load_images(paths: Sequence[str | Path], size: int) -> ImageSet:
         more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
         raise InputError(f"no usable image among {_count(len(found), 'file')}: {reasons}{more}")
     return ImageSet(torch.stack(images), names, skipped, resized, files)
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Image files as a lazy dataset: item ``i`` is ``read_image(files[i], size)``, read when
+    asked for, so a dataset pass (``tally``, ``attribute_dataset``) over many files keeps one
+    batch in memory and a worker reads only its own shard's files.
+
+    Example:
+        >>> import tempfile, numpy, PIL.Image
+        >>> folder = tempfile.mkdtemp()
+        >>> PIL.Image.fromarray(numpy.zeros((8, 8, 3), numpy.uint8)).save(f"{folder}/a.png")
+        >>> files = ImageFiles([folder], size=4)
+        >>> len(files), files[0].shape, files.names
+        (1, torch.Size([3, 4, 4]), ['a.png'])
+    """
+
+    def __init__(self, paths: Sequence[str | Path], size: int):
+        found = _find(paths)
+        if not found:
+            raise InputError(f"no image files in {', '.join(map(str, paths)) or 'nothing'} "
+                             f"(looked for {' '.join(EXTENSIONS)})")
+        self.files, self.names = [f for f, _ in found], [n for _, n in found]
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return read_image(self.files[index], self.size)

@@ -194,7 +194,11 @@ class QuantileSketch:
         return torch.pow(2.0, self.exponent.double())
 
     def state_dict(self) -> dict:
-        return {"counts": self.counts.clone(), "exponent": self.exponent.clone(),
+        """The sketch; counts as int32 when they fit (half the bytes a shard sends back)."""
+        counts = self.counts.clone()
+        if self.total < 2**31:
+            counts = counts.to(torch.int32)
+        return {"counts": counts, "exponent": self.exponent.clone(),
                 "offset": self.offset.clone(), "minimum": self.minimum.clone(),
                 "maximum": self.maximum.clone(), "zeros": self.zeros.clone(), "total": self.total,
                 "bins": self.bins}
@@ -203,7 +207,7 @@ class QuantileSketch:
         if state["counts"].shape != (self.units, self.bins):
             raise InputError("quantile sketch state has the wrong number of units or bins")
         device = self.counts.device
-        self.counts = state["counts"].clone().to(device)
+        self.counts = state["counts"].to(device=device, dtype=torch.int64, copy=True)
         self.exponent = state["exponent"].clone().to(device)
         self.offset = state["offset"].clone().to(device)
         self.minimum = state["minimum"].clone().to(device)

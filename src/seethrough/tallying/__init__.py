@@ -226,7 +226,7 @@ def tally(
         job = ShardJob(model, names, dataset, stats, options, threads=engine.threads)
         try:
             merged = run_sharded(engine, job, len(batches), checkpoint,
-                                 digest(run=fingerprint, shard_batches=engine.shard_batches or 8),
+                                 digest(run=fingerprint, shard_batches=engine.shard_batches),
                                  progress, desc)
         finally:
             if owned:

@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import pickle
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -66,9 +67,17 @@ class ShardRun:
         return sum(s[3] for s in self.shards) / max(1, len(self.shards))
 
     def summary(self) -> str:
-        return (f"{self.engine}: {len(self.shards)} shards on {self.workers} workers "
+        return (f"{self.engine}: {len(self.shards)} shards on {self.workers} "
+                f"worker{'s' * (self.workers > 1)} "
                 f"({len(self.resumed)} from checkpoints, {self.retried} retried), "
-                f"{self.bytes_per_shard / 1024:.1f} KiB sent back per shard")
+                f"{_size(self.bytes_per_shard)} sent back per shard")
+
+
+def _size(count: float) -> str:
+    """``123 B``, ``4.5 KiB``, ``6.7 MiB``."""
+    if count < 1024:
+        return f"{count:.0f} B"
+    return f"{count / 1024:.1f} KiB" if count < 2**20 else f"{count / 2**20:.1f} MiB"
 
 
 @dataclass
@@ -79,8 +88,9 @@ class Engine:
         kind: ``"local"`` (this machine) or ``"ray"`` (a Ray cluster).
         workers: worker processes (local) or actors (Ray).
         address: Ray only: ``"auto"``, ``"HOST:PORT"`` or ``None`` (start Ray here).
-        shard_batches: batches per shard; ``None``: 8 when sharded. Results depend on it
-            (it fixes the shard boundaries), never on ``workers``.
+        shard_batches: batches per shard; ``None``: ``default_shard_batches`` of the pass's
+            batch count. Results depend on it (it fixes the shard boundaries), never on
+            ``workers``.
         threads: torch threads per shard, wherever it runs.
     """
 
@@ -151,6 +161,17 @@ def as_engine(spec: EngineSpec, workers: int | None = None, address: str | None 
     return Engine(spec or "local", workers or 1, address), True
 
 
+def default_shard_batches(batches: int) -> int:
+    """Batches per shard when not given: at least 16 shards where there are 16 batches, at
+    most 8 batches a shard (a retried or resumed shard loses little). It depends on the
+    dataset and batch size only, so the result does not change with the workers.
+
+    >>> default_shard_batches(5), default_shard_batches(40), default_shard_batches(10_000)
+    (1, 2, 8)
+    """
+    return max(1, min(8, batches // 16))
+
+
 def plan_shards(batches: int, shard_batches: int) -> list[Shard]:
     """Shards of ``shard_batches`` consecutive batches (the last may be shorter).
 
@@ -164,7 +185,7 @@ def plan_shards(batches: int, shard_batches: int) -> list[Shard]:
 def run_sharded(engine: Engine, job: ShardJob, batches: int, checkpoint: Path | None,
                 fingerprint: str, progress: bool | None, desc: str) -> dict[str, Any]:
     """Run ``job`` on every shard with ``engine``; return the statistics merged in shard order."""
-    shards = plan_shards(batches, engine.shard_batches or 8)
+    shards = plan_shards(batches, engine.shard_batches or default_shard_batches(batches))
     folder = None if checkpoint is None else checkpoint.with_name(checkpoint.name + ".shards")
     run = ShardRun(engine.kind, engine.workers)
     states: dict[int, dict] = {}
@@ -185,10 +206,10 @@ def run_sharded(engine: Engine, job: ShardJob, batches: int, checkpoint: Path | 
                 save_atomic({"fingerprint": fingerprint, "states": result.states},
                             folder / f"shard-{result.index:06d}.pt")
             bar.update(1)
-            bar.set_postfix_str(f"{run.bytes_per_shard / 1024:.1f} KiB/shard")
+            bar.set_postfix_str(f"{_size(run.bytes_per_shard)}/shard")
     bar.close()
     if progress is not False:
-        bar.write(f"{desc}: {run.summary()}")
+        bar.write(f"{desc}: {run.summary()}", file=sys.stderr)
     return _merge_in_order(job, [states[s.index] for s in shards])
 
 

@@ -20,6 +20,9 @@ from seethrough.tallying.shard_job import Shard, ShardJob, ShardResult
 
 __all__ = ["RayPool"]
 
+#: seconds to wait for every actor to start (placed on a machine, torch imported)
+PLACEMENT_TIMEOUT = 120
+
 
 def _import_ray():
     try:
@@ -37,6 +40,9 @@ class _Worker:
 
         torch.set_num_threads(threads)
         self.key, self.job = None, None
+
+    def ready(self) -> bool:
+        return True
 
     def run(self, key: int, job_ref: list, shard: Shard) -> ShardResult:
         import ray
@@ -78,9 +84,19 @@ class RayPool:
                                      "`ray start --head` or give its HOST:PORT") from None
             self.started_ray = True
         cpus = min(float(threads), ray.cluster_resources().get("CPU", workers) / workers)
-        actor = ray.remote(num_cpus=cpus, max_restarts=RETRIES, max_task_retries=RETRIES)(_Worker)
+        actor = ray.remote(num_cpus=cpus, max_restarts=RETRIES, max_task_retries=RETRIES,
+                           scheduling_strategy="SPREAD")(_Worker)
         self.actors = [actor.remote(threads) for _ in range(workers)]
         self.passes = 0
+        _, waiting = ray.wait([a.ready.remote() for a in self.actors], num_returns=workers,
+                              timeout=PLACEMENT_TIMEOUT)
+        if waiting:
+            self.close()
+            raise SeethroughError(
+                f"Ray placed {workers - len(waiting)} of {workers} workers of {cpus:g} CPU in "
+                f"{PLACEMENT_TIMEOUT} s (cluster CPUs free: "
+                f"{ray.available_resources().get('CPU', 0):g}): ask for fewer workers, add "
+                "machines, or close other engines")
 
     def run(self, job: ShardJob, shards: Sequence[Shard], record: ShardRun) -> Iterator[ShardResult]:
         ray = _import_ray()
@@ -113,7 +129,7 @@ class RayPool:
 
     def close(self) -> None:
         ray = _import_ray()
-        for actor in self.actors:
+        for actor in self.actors if ray.is_initialized() else []:
             ray.kill(actor)
         self.actors = []
         if self.started_ray:
