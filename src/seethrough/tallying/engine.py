@@ -184,33 +184,76 @@ def plan_shards(batches: int, shard_batches: int) -> list[Shard]:
 
 def run_sharded(engine: Engine, job: ShardJob, batches: int, checkpoint: Path | None,
                 fingerprint: str, progress: bool | None, desc: str) -> dict[str, Any]:
-    """Run ``job`` on every shard with ``engine``; return the statistics merged in shard order."""
+    """Run ``job`` on every shard with ``engine``; return the statistics merged in shard order.
+
+    Shards are merged as soon as every shard before them is in, while the workers go on, so
+    the driver holds only the shards that finished early."""
     shards = plan_shards(batches, engine.shard_batches or default_shard_batches(batches))
     folder = None if checkpoint is None else checkpoint.with_name(checkpoint.name + ".shards")
     run = ShardRun(engine.kind, engine.workers)
-    states: dict[int, dict] = {}
+    merger = InOrder(job)
     for shard in shards:
         saved = _load_shard(folder, shard, fingerprint)
         if saved is not None:
-            states[shard.index] = saved
+            merger.add(shard.index, saved)
             run.resumed.append(shard.index)
-    todo = [s for s in shards if s.index not in states]
+    todo = [s for s in shards if s.index not in run.resumed]
     engine.history.append(run)
     bar = progress_bar(range(len(todo)), desc, progress=progress, unit="shard")
     if todo:
         for result in engine.pool().run(job, todo, run):
-            states[result.index] = result.states
             run.shards.append((result.index, result.worker, result.seconds,
-                               len(pickle.dumps(result.states))))
+                               state_bytes(result.states)))
             if folder is not None:
                 save_atomic({"fingerprint": fingerprint, "states": result.states},
                             folder / f"shard-{result.index:06d}.pt")
+            merger.add(result.index, result.states)
             bar.update(1)
             bar.set_postfix_str(f"{_size(run.bytes_per_shard)}/shard")
     bar.close()
     if progress is not False:
         bar.write(f"{desc}: {run.summary()}", file=sys.stderr)
-    return _merge_in_order(job, [states[s.index] for s in shards])
+    return merger.merged(len(shards))
+
+
+def state_bytes(state: Any) -> int:
+    """Bytes of a state dict: its tensors' data, and the pickle of everything else.
+
+    >>> import torch
+    >>> state_bytes({"counts": torch.zeros(10, dtype=torch.int32), "total": 5}) >= 40
+    True
+    """
+    import torch
+
+    if isinstance(state, torch.Tensor):
+        return state.nbytes
+    if isinstance(state, dict):
+        return sum(state_bytes(k) + state_bytes(v) for k, v in state.items())
+    if isinstance(state, (list, tuple)):
+        return sum(state_bytes(v) for v in state)
+    return len(pickle.dumps(state))
+
+
+class InOrder:
+    """Merges shards' states in shard order as they come in, whatever order that is."""
+
+    def __init__(self, job: ShardJob):
+        self.job, self.waiting, self.next, self.result = job, {}, 0, None
+
+    def add(self, index: int, states: dict) -> None:
+        self.waiting[index] = states
+        while self.next in self.waiting:
+            states, part = self.waiting.pop(self.next), self.job.fresh_stats()
+            for name, statistic in part.items():
+                statistic.load_state_dict(states[name])
+            self.result = part if self.result is None else {
+                n: self.result[n].merge(part[n]) for n in self.result}
+            self.next += 1
+
+    def merged(self, count: int) -> dict[str, Any]:
+        if self.next != count:
+            raise RuntimeError(f"merged {self.next} of {count} shards")
+        return self.result
 
 
 def _load_shard(folder: Path | None, shard: Shard, fingerprint: str) -> dict | None:
@@ -225,17 +268,6 @@ def _load_shard(folder: Path | None, shard: Shard, fingerprint: str) -> dict | N
                          "dataset, options or shard size differ): delete its folder or "
                          "choose another checkpoint path")
     return saved["states"]
-
-
-def _merge_in_order(job: ShardJob, states: list[dict]) -> dict[str, Any]:
-    """Fresh statistics loaded with each shard's state, merged from the first shard on."""
-    merged = None
-    for state in states:
-        part = job.fresh_stats()
-        for name, statistic in part.items():
-            statistic.load_state_dict(state[name])
-        merged = part if merged is None else {n: merged[n].merge(part[n]) for n in merged}
-    return merged
 
 
 def shard_error(job: ShardJob, shard: Shard, error: BaseException) -> InputError:
