@@ -30,7 +30,7 @@ def coded_batch():
 
 def test_shuffle_moves_images_and_labels_together():
     images, labels = coded_batch()
-    out, moved = shuffle_transform(4)(images, labels, 3)
+    out, moved = shuffle_transform(4)(images, labels, torch.arange(2))
     assert torch.equal((out[:, 0] * 10).round().long(), moved.pixel[:, 0])
     assert not torch.equal(out, images)
     assert torch.equal(out.flatten().sort().values, images.flatten().sort().values)

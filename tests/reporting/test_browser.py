@@ -40,25 +40,13 @@ def report(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def user_report(tmp_path_factory) -> Path:
-    """``seethrough.report`` of a user-style model (saved whole) on a folder of photos."""
+def user_report(cli_user_report) -> Path:
+    """``seethrough report`` of a user's model on a messy photo folder, from the command line
+    (built once with the report test: tests/reporting/conftest.py)."""
     require_browser()
-    import numpy as np
-    from PIL import Image
-
-    import seethrough
-
-    root = tmp_path_factory.mktemp("user")
-    torch.manual_seed(0)
-    torch.save(torchvision.models.resnet18(num_classes=5).eval(), root / "model.pt")
-    (root / "photos").mkdir()
-    rng = np.random.default_rng(0)
-    for index in range(5):
-        Image.fromarray((rng.random((70, 90, 3)) * 255).astype(np.uint8)).save(
-            root / "photos" / f"photo{index}.jpg")
-    return seethrough.report(str(root / "model.pt"), root / "photos", quick=True,
-                             sections=["predictions", "attribution", "models", "layers"],
-                             out=root / "out", size=64, progress=False)
+    out, result = cli_user_report
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out / "report.html"
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,11 @@ from seethrough.adversarial.attacks import attack
 
 def attack_transform(model: nn.Module, method: str, *, seed: int = 0, **options):
     """A dissection ``transform`` that replaces each batch by its ``method`` adversarial images
-    (labels unchanged; the seed differs per batch, so runs repeat exactly)."""
-    def attacked(images: torch.Tensor, labels, batch: int):
-        return attack(model, images, method=method, seed=seed + batch, **options).images, labels
+    (labels unchanged; the seed comes from the batch's first dataset index, so runs repeat
+    exactly, and shards of whole batches agree with one run)."""
+    def attacked(images: torch.Tensor, labels, indices: torch.Tensor):
+        return attack(model, images, method=method, seed=seed + int(indices[0]),
+                      **options).images, labels
 
     settings = "_".join(f"{key}{value}" for key, value in sorted(options.items()))
     attacked.__name__ = f"attack_{method}_{seed}_{settings}"

@@ -34,6 +34,7 @@ from seethrough.dissection.run import dissect, unit_maps
 from seethrough.errors import InputError
 from seethrough.results import Result
 from seethrough.tallying import ActivationCache, tally
+from seethrough.tallying.shard_job import seed_for
 from seethrough.tallying.stats import Moments
 from seethrough.trace import resolve_layer
 
@@ -42,12 +43,19 @@ LEVELS = {"noise": (1, 5, 10, 100), "rotation": (10, 45, 90), "shuffle": (4, 8)}
 FRACTIONS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
-# -- image transforms (deterministic per batch index, so runs resume exactly) --------------------
+# -- image transforms (randomness seeded per image from its dataset index, so runs resume
+# exactly and give the same images however the dataset is batched or sharded) ------------------
+def _generator(seed: int, index) -> torch.Generator:
+    return torch.Generator().manual_seed(seed_for(seed, int(index)))
+
+
 def noise_transform(k: float, seed: int = 0):
-    """``x + k * U[0, 1]`` per pixel; labels unchanged."""
-    def add_noise(images: torch.Tensor, labels: LabelBatch, batch: int):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + batch)
-        return images + k * torch.rand(images.shape, generator=g).to(images), labels
+    """``x + k * U[0, 1]`` per pixel, the noise of image ``i`` seeded from ``(seed, i)``;
+    labels unchanged."""
+    def add_noise(images: torch.Tensor, labels: LabelBatch, indices: torch.Tensor):
+        noise = torch.stack([torch.rand(images.shape[1:], generator=_generator(seed, i))
+                             for i in indices])
+        return images + k * noise.to(images), labels
 
     add_noise.__name__ = f"noise_{k}_{seed}"
     return add_noise
@@ -57,7 +65,7 @@ def rotation_transform(degrees: float):
     """Rotate images (bilinear, black outside) and label maps (nearest, none outside)."""
     from torchvision.transforms.functional import InterpolationMode, rotate
 
-    def rotated(images: torch.Tensor, labels: LabelBatch, batch: int):
+    def rotated(images: torch.Tensor, labels: LabelBatch, indices: torch.Tensor):
         pixel = rotate(labels.pixel, degrees, interpolation=InterpolationMode.NEAREST, fill=0)
         return (rotate(images, degrees, interpolation=InterpolationMode.BILINEAR, fill=0.0),
                 LabelBatch(pixel=pixel, image=labels.image))
@@ -78,12 +86,14 @@ def _shuffle(x: torch.Tensor, grid: int, order: torch.Tensor) -> torch.Tensor:
 
 
 def shuffle_transform(grid: int, seed: int = 0):
-    """Cut images into grid x grid patches and permute them (same permutation for the labels)."""
-    def shuffled(images: torch.Tensor, labels: LabelBatch, batch: int):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + batch)
-        order = torch.randperm(grid * grid, generator=g)
-        return (_shuffle(images, grid, order),
-                LabelBatch(pixel=_shuffle(labels.pixel, grid, order), image=labels.image))
+    """Cut images into grid x grid patches and permute them, image ``i`` by a permutation
+    seeded from ``(seed, i)`` (the same for its labels)."""
+    def shuffled(images: torch.Tensor, labels: LabelBatch, indices: torch.Tensor):
+        orders = [torch.randperm(grid * grid, generator=_generator(seed, i)) for i in indices]
+        return (torch.stack([_shuffle(x, grid, o) for x, o in zip(images, orders)]),
+                LabelBatch(pixel=torch.stack([_shuffle(p, grid, o)
+                                              for p, o in zip(labels.pixel, orders)]),
+                           image=labels.image))
 
     shuffled.__name__ = f"shuffle_{grid}_{seed}"
     return shuffled

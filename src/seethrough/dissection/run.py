@@ -56,8 +56,8 @@ from seethrough.tallying import ActivationCache, read_checkpoint, tally
 from seethrough.tallying.engine import EngineSpec, as_engine
 from seethrough.trace import capture, resolve_layer
 
-#: transform(images, labels, batch_index) -> (images, labels), applied before the model
-BatchTransform = Callable[[torch.Tensor, LabelBatch, int], tuple[torch.Tensor, LabelBatch]]
+#: transform(images, labels, indices) -> (images, labels), applied before the model
+BatchTransform = Callable[[torch.Tensor, LabelBatch, torch.Tensor], tuple[torch.Tensor, LabelBatch]]
 UPSAMPLE_MODES = ("bilinear", "receptive_field")
 _MASK_CHUNK = 1 << 23  # elements of upsampled maps held at once
 
@@ -125,7 +125,8 @@ def dissect(
         upsample: ``"bilinear"`` (NetDissect-Lite) or ``"receptive_field"`` (original).
         union: ``"paper"`` or ``"netdissect_lite"`` counting rule (see ``dissect.counts``).
         basis: ``{layer: (K', K)}`` to dissect directions instead of units (e.g. a rotation).
-        transform: ``f(images, labels, batch_index)`` applied to each batch (experiments).
+        transform: ``f(images, labels, indices)`` applied to each batch (experiments);
+            ``indices`` are the images' dataset indices (seed randomness from them).
         bins: bins per unit of the quantile sketch (error <= 2 * range / bins).
         cache: keep the activations of pass 1 for pass 2 (else run the model twice); an
             ``ActivationCache`` of your own is used as it is and kept, so several dissections

@@ -183,7 +183,9 @@ def tally(
         dataset: a map-style dataset, ``Subset``, ``ConcatDataset`` or ``DataLoader``.
         stats: ``{name: statistic}`` (see ``Statistic``); updated in place, in this order.
         collate: samples -> ``(images, labels)``; default: ``default_collate``.
-        transform: ``f(images, labels, batch_number) -> (images, labels)`` before the model.
+        transform: ``f(images, labels, indices) -> (images, labels)`` before the model;
+            ``indices`` are the images' dataset indices, so that randomness seeded from them
+            (``shard_job.seed_for``) is the same however the dataset is batched or sharded.
         activations: maps the captured (or cached) activations before the statistics see
             them, e.g. to re-express units in another basis.
         cache: an ``ActivationCache``; batches it holds are read instead of running the model,
@@ -271,7 +273,7 @@ def tally(
             number = start + offset
             indices = torch.arange(number * batch_size, number * batch_size + len(images))
             if transform is not None:
-                images, labels = transform(images, labels, number)
+                images, labels = transform(images, labels, indices)
             yield number, indices, images, labels
 
     device = model_device(model) if model is not None else torch.device("cpu")
