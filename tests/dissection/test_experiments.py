@@ -10,6 +10,7 @@ from seethrough.dissection import dissect
 from seethrough.dissection.experiments import (
     axis_alignment,
     concept_pca,
+    noise_transform,
     random_rotation,
     robustness,
     rotation_power,
@@ -102,3 +103,16 @@ def test_concept_pca_counts_units_sharing_a_direction():
     assert pca.positions > 10
     assert 2.5 < pca.effective_units < 3.5  # the three correlated units share the loading
     assert pca.loading[0].abs() < 0.2 and pca.explained[0] > 0.7
+
+
+def test_random_transforms_seed_each_image_from_its_index():
+    """Noise and shuffles depend on the image's dataset index, not on the batch it came in."""
+    images, labels = coded_batch()
+    images = images.repeat(3, 1, 1, 1)
+    labels = LabelBatch(pixel=labels.pixel.repeat(3, 1, 1, 1), image=labels.image.repeat(3, 1))
+    for transform in (noise_transform(5, seed=2), shuffle_transform(4, seed=2)):
+        whole = transform(images, labels, torch.arange(6))[0]
+        parts = [transform(images[a:b], LabelBatch(pixel=labels.pixel[a:b], image=labels.image[a:b]),
+                           torch.arange(a, b))[0] for a, b in ((0, 2), (2, 6))]
+        assert torch.equal(whole, torch.cat(parts))
+        assert not torch.equal(whole[0], whole[2])  # same picture, another index: other draw
