@@ -12,8 +12,10 @@ alone with the seed ``seed_for(seed, index)``, so its map is the same however th
 batched, split or scheduled.
 
 Example:
-    >>> import tempfile, torch, torchvision
-    >>> net = torchvision.models.resnet18(num_classes=10).eval()
+    >>> import tempfile, torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    ...                     nn.Linear(4, 10)).eval()
     >>> folder = tempfile.mkdtemp()
     >>> maps = attribute_dataset(net, torch.rand(6, 3, 32, 32), folder, method="saliency",
     ...                          batch_size=4, progress=False)
