@@ -248,3 +248,26 @@ def test_batch_attribute_command_writes_maps_by_index_and_resumes(tmp_path, caps
     assert "3 from checkpoints" in capsys.readouterr().err
     assert main(["dissect", "conceptnet", "--address", "auto", "--out", str(tmp_path / "d")]) == 2
     assert "address is for engine='ray'" in capsys.readouterr().err
+
+
+def test_batch_attribute_reads_an_image_folder_lazily_and_names_a_bad_file(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from seethrough.attribution.dataset import AttributionMaps
+    from seethrough.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index in range(3):
+        Image.fromarray(np.full((40, 50, 3), 60 * index, np.uint8)).save(photos / f"p{index}.png")
+    args = ["batch-attribute", "conceptnet", str(photos), "--method", "saliency",
+            "--batch-size", "2", "--out"]
+    assert main([*args, str(tmp_path / "maps")]) == 0
+    assert len(AttributionMaps(tmp_path / "maps")) == 3
+    assert (tmp_path / "maps" / "images.csv").read_text().splitlines()[1:] == [
+        "0,p0.png", "1,p1.png", "2,p2.png"]
+    (photos / "p3.png").write_bytes(b"not a png")
+    assert main([*args, str(tmp_path / "again")]) == 2
+    error = capsys.readouterr().err
+    assert "image 3 of the dataset failed to load" in error and "p3.png" in error

@@ -125,6 +125,15 @@ def _find(paths: Sequence[str | Path]) -> list[tuple[Path, str]]:
     return found
 
 
+def _find_some(paths: Sequence[str | Path]) -> list[tuple[Path, str]]:
+    """``_find``, with an error when it finds no image file."""
+    found = _find(paths)
+    if not found:
+        given = ", ".join(str(path) for path in ([paths] if isinstance(paths, (str, Path)) else paths))
+        raise InputError(f"no image files in {given or 'nothing'} (looked for {' '.join(EXTENSIONS)})")
+    return found
+
+
 def find_images(paths: Sequence[str | Path]) -> list[Path]:
     """Image files among ``paths``: files as given, folders searched recursively.
 
@@ -260,10 +269,7 @@ def load_images(paths: Sequence[str | Path], size: int) -> ImageSet:
     """
     if size < 1:
         raise InputError(f"image size must be positive, not {size}")
-    found = _find(paths)
-    if not found:
-        given = ", ".join(str(path) for path in ([paths] if isinstance(paths, (str, Path)) else paths))
-        raise InputError(f"no image files in {given or 'nothing'} (looked for {' '.join(EXTENSIONS)})")
+    found = _find_some(paths)
     images, names, files, skipped, resized = [], [], [], [], 0
     for file, name in found:
         try:
@@ -298,10 +304,9 @@ class ImageFiles(torch.utils.data.Dataset):
     """
 
     def __init__(self, paths: Sequence[str | Path], size: int):
-        found = _find(paths)
-        if not found:
-            raise InputError(f"no image files in {', '.join(map(str, paths)) or 'nothing'} "
-                             f"(looked for {' '.join(EXTENSIONS)})")
+        if size < 1:
+            raise InputError(f"image size must be positive, not {size}")
+        found = _find_some(paths)
         self.files, self.names = [f for f, _ in found], [n for _, n in found]
         self.size = size
 

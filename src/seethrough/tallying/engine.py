@@ -152,13 +152,12 @@ class Engine:
 EngineSpec = str | Engine | None
 
 
-def as_engine(spec: EngineSpec, workers: int | None = None, address: str | None = None
-              ) -> tuple[Engine, bool]:
+def as_engine(spec: EngineSpec) -> tuple[Engine, bool]:
     """``(engine, owned)``: an ``Engine`` for ``spec``; ``owned`` when it was made here (and is
     to be closed after the pass)."""
     if isinstance(spec, Engine):
         return spec, False
-    return Engine(spec or "local", workers or 1, address), True
+    return Engine(spec or "local"), True
 
 
 def default_shard_batches(batches: int) -> int:
