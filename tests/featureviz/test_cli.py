@@ -36,3 +36,22 @@ def test_bad_requests_exit_2_with_one_line(tmp_path, capsys):
     assert main(["visualize", "torchvision:resnet18", "--out", str(tmp_path)]) == 2
     assert main(["visualize", "torchvision:resnet18", "--mode", "style", "--image", "x.png",
                  "--out", str(tmp_path)]) == 2
+
+
+def test_visualize_facets_and_texture_sampling(tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index in range(8):
+        colour = (200, 40, 40) if index % 2 else (40, 40, 200)
+        Image.new("RGB", (24, 24), colour).save(folder / f"{index}.png")
+    code = main(["visualize", "torchvision:resnet18", "--mode", "facets", "--class", "3", str(folder),
+                 "--facets", "2", "--steps", "3", "--size", "32", "--out", str(tmp_path / "facets")])
+    assert code == 0
+    assert sorted(p.name for p in (tmp_path / "facets").glob("*.png")) == ["class_3_facet_0.png",
+                                                                          "class_3_facet_1.png"]
+    code = main(["visualize", "torchvision:resnet18", "--mode", "texture-sampling", str(folder / "0.png"),
+                 "--size", "16", "--out", str(tmp_path / "grown")])
+    assert code == 0 and Image.open(tmp_path / "grown" / "texture_sampled.png").size == (16, 16)
+    assert main(["visualize", "torchvision:resnet18", "--mode", "facets", "--class", "1", "2",
+                 str(folder), "--out", str(tmp_path)]) == 2
+    assert "one unit" in capsys.readouterr().err

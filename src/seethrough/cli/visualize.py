@@ -5,22 +5,28 @@ Example:
     $ seethrough visualize mobilenet_v2 --class 130 --steps 256 --out flamingo
     $ seethrough visualize mobilenet_v2 --mode deepdream --layer features.10 --image cat.jpg --out dream
     $ seethrough visualize mobilenet_v2 --mode invert --layer features.10 photos/ --out inverted
+    $ seethrough visualize conceptnet --mode facets --class 0 world/ --out circle_facets
+    $ seethrough visualize conceptnet --mode texture-sampling brick.png --size 64 --out grown
 """
 from __future__ import annotations
 
 import argparse
 
-MODES = ("features", "deepdream", "invert", "texture", "style")
+MODES = ("features", "deepdream", "invert", "texture", "style", "facets", "texture-sampling")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "visualize",
-        help="feature visualization (channels, classes) and DeepDream / inversion / texture / style",
+        help="feature visualization (channels, classes, facets) and DeepDream / inversion / "
+        "texture / style",
         description="Optimize images that maximize channels of a layer (--layer L --channels ...) or "
         "a class logit (--class N), one image per channel or class; or, with --mode, dream, invert, "
         "synthesize a texture or transfer a style from input images (files or folders, given as "
-        "arguments or with --image) and --style-image. Writes PNGs to --out.",
+        "arguments or with --image) and --style-image; --mode facets renders one image per kind "
+        "of input image a unit fires for (Nguyen et al. 2016); --mode texture-sampling grows a "
+        "texture from each image without a network (Efros & Leung 1999; a 64 px sample, at most "
+        "96 px out). Writes PNGs to --out.",
     )
     parser.add_argument("model", help="model name, e.g. mobilenet_v2, conceptnet or torchvision:resnet18")
     parser.add_argument("images", nargs="*", help="input images for deepdream / invert / texture / "
@@ -36,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "content); may be repeated, adds to the image arguments")
     parser.add_argument("--style-image", help="style image (a file, or a folder holding one image) "
                         "for --mode style")
+    parser.add_argument("--facets", type=int, default=4, help="facets for --mode facets (default 4)")
     parser.add_argument("--steps", type=int, default=256, help="optimization steps (default 256)")
     parser.add_argument("--size", type=int, help="image size (default: the model's input size)")
     parser.add_argument("--transforms", default="standard",
@@ -117,11 +124,14 @@ def _features(model, args, size):
 
 def _synthesis(model, args, size, inputs):
     import torch
+    import torch.nn.functional as F
 
     from seethrough.data.images import load_images
     from seethrough.errors import InputError
     from seethrough.featureviz import synthesis
 
+    if args.mode == "facets":
+        return _facets(model, args, size, inputs)
     if args.mode in ("deepdream", "invert") and not args.layer:
         raise InputError(f"--mode {args.mode} needs --layer L")
     if args.mode == "style" and not args.style_image:
@@ -138,6 +148,15 @@ def _synthesis(model, args, size, inputs):
     if args.mode == "invert":
         result = synthesis.invert(model, image, args.layer, steps=args.steps, seed=args.seed, progress=True)
         return result.images, named(f"inversion_{args.layer}"), photos
+    if args.mode == "texture-sampling":
+        from seethrough.featureviz.synthesis.nonparametric import synthesize_texture_nonparametric
+
+        # pixel by pixel against every window of the sample: a 64 px sample, at most 96 px out
+        samples = F.interpolate(image, size=min(size, 64), mode="bilinear", antialias=True,
+                                align_corners=False).clamp(0, 1)
+        grown = [synthesize_texture_nonparametric(one, size=min(size, 96), window=min(11, samples.shape[-1] // 2 * 2 - 1),
+                                                  seed=args.seed, progress=True) for one in samples]
+        return torch.cat(grown), named("texture_sampled"), photos
     if args.mode == "texture":
         textures = [synthesis.synthesize_texture(model, one[None], steps=args.steps, seed=args.seed,
                                                  progress=True).images for one in image]
@@ -148,3 +167,27 @@ def _synthesis(model, args, size, inputs):
     result = synthesis.transfer_style(model, image, styles.images, steps=args.steps, seed=args.seed,
                                       progress=True)
     return result.images, named("style"), photos
+
+
+def _facets(model, args, size, inputs):
+    from seethrough.data.images import load_images
+    from seethrough.errors import InputError
+    from seethrough.featureviz import objectives as obj
+    from seethrough.featureviz.multifaceted import multifaceted
+    from seethrough.trace import resolve_layer
+
+    if args.classes and len(args.classes) == 1 and not args.layer:
+        objective, base = obj.class_logit(args.classes[0]), f"class_{args.classes[0]}"
+    elif args.layer and args.channels and len(args.channels) == 1 and not args.classes:
+        resolve_layer(model, args.layer)
+        objective, base = obj.channel(args.layer, args.channels[0]), f"{args.layer}_channel_{args.channels[0]}"
+    else:
+        raise InputError("--mode facets renders one unit: --class N, or --layer L --channels C")
+    photos = load_images(inputs, size)
+    if len(photos) < 2 * args.facets:
+        raise InputError(f"--mode facets needs at least {2 * args.facets} images for {args.facets} "
+                         f"facets, got {len(photos)}")
+    result = multifaceted(model, objective, photos.images, facets=args.facets, seed=args.seed,
+                          steps=min(args.steps, 96), per_facet=min(15, len(photos) // args.facets),
+                          progress=True)
+    return result.images, [f"{base}_facet_{i}" for i in range(args.facets)], photos
