@@ -4,7 +4,12 @@ from torch import nn
 
 from seethrough.errors import InputError
 from seethrough.featureviz import objectives as obj
-from seethrough.featureviz.multifaceted import CENTRE_PHASES, PCA_DIMENSIONS, PER_FACET, multifaceted
+from seethrough.featureviz.multifaceted import (
+    CENTRE_PHASES,
+    PCA_DIMENSIONS,
+    PER_FACET,
+    multifaceted,
+)
 from seethrough.featureviz.render import Probe
 
 

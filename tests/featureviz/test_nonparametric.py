@@ -1,4 +1,5 @@
 import inspect
+import itertools
 
 import pytest
 import torch
@@ -26,7 +27,7 @@ def test_stripes_keep_their_period_and_colours():
     assert colours <= {(0.0, 0.0, 0.0), (1.0, 0.0, 0.0), (1.0, 1.0, 1.0)}  # copied, not blended
     red_columns = [c for c in range(out.shape[-1]) if (out[:, :, c] == torch.tensor([1.0, 0, 0])[:, None]).all()]
     assert len(red_columns) >= 5
-    assert all(b - a == 6 for a, b in zip(red_columns, red_columns[1:])), red_columns
+    assert all(b - a == 6 for a, b in itertools.pairwise(red_columns)), red_columns
     white_after = [(out[:, :, c + 1] == 1).all().item() for c in red_columns if c + 1 < out.shape[-1]]
     assert all(white_after)
 
