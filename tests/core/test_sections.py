@@ -94,6 +94,16 @@ def test_featureviz_section_chooses_layers_by_resolution(model, data, unchanged)
     assert "DeepDream" not in made.body  # synthesis needs images of 96 px or more
 
 
+def test_featureviz_facets_need_enough_images(model, unchanged):
+    from seethrough.featureviz.section import FACET_IMAGES, _facets_html
+
+    images = torch.rand(FACET_IMAGES, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with unchanged(model):
+        html = _facets_html(model, SectionData(images), steps=2, size=32)
+    assert html.count("<img") == 12 and "multifaceted" in html and "cluster 3" in html
+    assert _facets_html(model, SectionData(images[:FACET_IMAGES - 1]), steps=2, size=32) == ""
+
+
 def test_dissection_section(model, data, unchanged):
     from seethrough.dissection.section import section
 

@@ -31,6 +31,7 @@ from seethrough.core import model_device
 from seethrough.core.layer_table import layers_by_resolution, stage_layers
 from seethrough.featureviz import objectives as obj
 from seethrough.featureviz.figures import channel_figure, row_html
+from seethrough.featureviz.multifaceted import multifaceted
 from seethrough.featureviz.render import visualize
 from seethrough.featureviz.synthesis import deepdream, invert, synthesize_texture, transfer_style
 from seethrough.represent import top_patches
@@ -44,8 +45,9 @@ INTRO = ("<p>Images optimized to excite one unit (Olah et al. 2017): decorrelate
 
 #: images the units are cropped from
 CROP_IMAGES = 200
-#: images the units are chosen on (by their importance for the predicted classes)
-UNIT_IMAGES = 64
+#: images the units are chosen on (by their importance for the predicted classes); also the
+#: fewest images multifaceted visualization clusters
+UNIT_IMAGES = FACET_IMAGES = 64
 
 #: (layer) -> {unit: label}, e.g. the concept each unit detects (from a dissection)
 UnitLabels = Callable[[str], dict[int, str] | None]
@@ -89,6 +91,33 @@ def unit_facets(model: nn.Module, *, steps: int, size: int, count: int = 4):
         objective = obj.channel(layer, unit) + 1e2 * obj.diversity(layer)
         return visualize(model, objective, batch=count, steps=steps, size=size).images
     return facets
+
+
+def _facets_html(model: nn.Module, data: SectionData, steps: int, size: int) -> str:
+    """The most predicted class two ways: multifaceted (grown from clusters of the images) and
+    Lucid's diversity (no data); only with enough images to cluster."""
+    if len(data.images) < FACET_IMAGES:
+        return ""
+    images = data.images[:FACET_IMAGES * 4]
+    with torch.no_grad():
+        predicted = model(images.to(model_device(model))).argmax(1).cpu()
+    chosen = int(predicted.mode().values)
+    names = getattr(model, "class_names", None) or []
+    label = names[chosen] if chosen < len(names) else f"class {chosen}"
+    facets = multifaceted(model, obj.class_logit(chosen), images, facets=4, steps=min(steps, 96))
+    layer = stage_layers(model, tuple(images.shape[1:]))[-1]
+    diverse = visualize(model, obj.class_logit(chosen) + 1e2 * obj.diversity(layer), batch=4,
+                        steps=steps, size=size)
+    sizes = facets.settings["cluster_sizes"]
+    return (f"<h4>Facets of '{label}': multifaceted (Nguyen et al. 2016) and diversity (Olah et al. "
+            "2017)</h4><p>Top: the mean of the 15 images nearest each cluster centre (k-means on "
+            f"a t-SNE map of the {facets.settings['top']} images that excite the class most, "
+            "described by the network's last stage); middle: each facet grown from its mean "
+            "with a centre bias; bottom: the same class rendered four times from noise, pushed "
+            "apart by the diversity term (weight 1e2) at the last stage.</p>"
+            + row_html(facets.starts, [f"cluster {i}: {n} images" for i, n in enumerate(sizes)])
+            + row_html(facets.images, [f"facet {i}" for i in range(len(sizes))])
+            + row_html(diverse.images, [f"diversity {i}" for i in range(4)]))
 
 
 def _classes_html(model, data, steps) -> str:
@@ -151,6 +180,7 @@ def section(model: nn.Module, data: SectionData, options: SectionOptions, *,
     body = INTRO + _units_html(model, data, layers, unit_steps, min(size, 112), unit_labels)
     timings = [f"units {time.perf_counter() - start:.0f} s"]
     body += _classes_html(model, data, steps)
+    body += _facets_html(model, data, unit_steps, min(size, 112))
     if size >= 96:
         body += _synthesis_html(model, data, steps, options.quick)
     timings.append(f"total {time.perf_counter() - start:.0f} s")
