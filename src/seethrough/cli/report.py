@@ -6,9 +6,9 @@ import shlex
 import sys
 
 #: the report's section keys (``seethrough.reporting.build``), without importing it
-SECTIONS = ["predictions", "attribution", "sanity", "findings", "featureviz", "dissection",
-            "represent", "adversarial", "circuits", "universality", "models", "layers",
-            "filters"]
+SECTIONS = ["predictions", "attribution", "sanity", "findings", "featureviz", "synthesis",
+            "dissection", "represent", "adversarial", "circuits", "universality", "models",
+            "layers", "filters"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -3,10 +3,10 @@
 For a few layers (``options.layers``, else three of the network's resolutions from the layer
 table, spread from shallow to the deepest): the units that matter most for the classes the
 model predicts on the images (gradient x activation), rendered by optimization (Olah et al.
-2017) above the crops of the images where each unit fires most; the classes the model predicts most on the
-images, rendered. On images of at least 96 px, the synthesis methods on the images: DeepDream,
-feature inversion, texture synthesis and style transfer (the texture and style come from
-``data.extra["textures"]`` when given, else from the images themselves).
+2017) above the crops of the images where each unit fires most; the classes the model
+predicts most on the images, rendered; with 64 images or more, the most predicted class's facets
+(multifaceted visualization beside Lucid's diversity). DeepDream, inversion, texture and style
+have their own section (``seethrough.featureviz.synthesis_section``).
 
 Example:
     >>> import torch, torchvision
@@ -33,7 +33,6 @@ from seethrough.featureviz import objectives as obj
 from seethrough.featureviz.figures import channel_figure, row_html
 from seethrough.featureviz.multifaceted import multifaceted
 from seethrough.featureviz.render import visualize
-from seethrough.featureviz.synthesis import deepdream, invert, synthesize_texture, transfer_style
 from seethrough.represent import top_patches
 from seethrough.sections import Section, SectionData, SectionOptions
 from seethrough.viz.html import figure_html
@@ -131,37 +130,6 @@ def _classes_html(model, data, steps) -> str:
         result.images, [f"{c}: {names[c]}" if c < len(names) else str(c) for c in classes])
 
 
-def _synthesis_html(model, data, steps, quick) -> str:
-    small = _resized(data.images[:2], 128)
-    stages = stage_layers(model, (3, 128, 128))
-    if not stages:
-        return ""
-    deep = stages[len(stages) // 2]
-    dreams = deepdream(model, small, layer=deep, steps=5 if quick else 10)
-    body = f"<h4>DeepDream ({deep.removeprefix('net.')}, 4 octaves)</h4>" + row_html(
-        torch.cat([small, dreams]), [*data.names[:2], *(f"{n}, dreamed" for n in data.names[:2])])
-    first = small[:1]
-    inversions, captions = [first], ["original"]
-    for layer in (stages[len(stages) // 6], stages[len(stages) // 3], stages[3 * len(stages) // 4]):
-        inversions.append(invert(model, first, layer, steps=steps).images)
-        captions.append(f"inverted from {layer.removeprefix('net.')}")
-    body += "<h4>Feature inversion (Mahendran & Vedaldi 2015)</h4>" + row_html(
-        torch.cat(inversions), captions)
-    textures = data.extra.get("textures", data.images[1:3] if len(data.images) > 2 else data.images)
-    textures = _resized(textures, 112)
-    made, captions = [], []
-    for index, texture in enumerate(textures[:2]):
-        made += [texture[None], synthesize_texture(model, texture[None], steps=steps).images]
-        captions += [f"texture {index + 1}", f"texture {index + 1}, synthesized"]
-    body += "<h4>Texture synthesis (Gatys et al. 2015)</h4>" + row_html(torch.cat(made), captions)
-    style = _resized(textures[-1:], 128)
-    styled = transfer_style(model, first, style, steps=steps)
-    body += "<h4>Style transfer (Gatys et al. 2016)</h4>" + row_html(
-        torch.cat([first, style, styled.images]),
-        ["content", "style", f"styled (content {styled.settings['content_layer'].removeprefix('net.')})"])
-    return body
-
-
 def section(model: nn.Module, data: SectionData, options: SectionOptions, *,
             unit_labels: UnitLabels | None = None, steps: int | None = None) -> Section:
     """Feature visualization of ``model`` on ``data`` (see the module docstring).
@@ -181,8 +149,6 @@ def section(model: nn.Module, data: SectionData, options: SectionOptions, *,
     timings = [f"units {time.perf_counter() - start:.0f} s"]
     body += _classes_html(model, data, steps)
     body += _facets_html(model, data, unit_steps, min(size, 112))
-    if size >= 96:
-        body += _synthesis_html(model, data, steps, options.quick)
     timings.append(f"total {time.perf_counter() - start:.0f} s")
     notes = ["time: " + ", ".join(timings)]
     if total > len(data.images):

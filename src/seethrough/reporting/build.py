@@ -59,6 +59,7 @@ def _sections() -> dict[str, tuple[str, Callable]]:
     from seethrough.evaluation.section import sanity_section
     from seethrough.evaluation.section import section as attribution
     from seethrough.featureviz.section import section as featureviz
+    from seethrough.featureviz.synthesis_section import section as synthesis
     from seethrough.reporting import basics
 
     return {"predictions": ("Predictions", basics.predictions_section),
@@ -66,6 +67,7 @@ def _sections() -> dict[str, tuple[str, Callable]]:
             "sanity": ("Sanity check", sanity_section),
             "findings": ("What extremal perturbations find", findings),
             "featureviz": ("Feature visualization", featureviz),
+            "synthesis": ("Synthesis and style", synthesis),
             "dissection": ("Network Dissection", dissection),
             "represent": ("Representations", represent_section),
             "adversarial": ("Adversarial examples", adversarial),
@@ -132,8 +134,8 @@ def report(model: str | nn.Module, images: str | Path | Sequence[str | Path], *,
         size: the side in pixels the images are resized to (default: the model's
             ``input_size``, else 224); smaller is faster, for a model that accepts it.
         sections: only these (keys of the report: predictions, attribution, sanity,
-            findings, featureviz, dissection, represent, adversarial, circuits, universality,
-            models, layers, filters); the summary is always made.
+            findings, featureviz, synthesis, dissection, represent, adversarial, circuits,
+            universality, models, layers, filters); the summary is always made.
         command: the command line that regenerates it (shown under every section).
     """
     from seethrough.data.annotations import read_class_names, read_labels
