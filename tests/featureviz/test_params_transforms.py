@@ -76,3 +76,17 @@ def test_pad_fills_with_the_constant_and_rotation_keeps_the_centre():
 def test_unknown_preset_is_a_clear_error():
     with pytest.raises(InputError, match="standard"):
         Transforms.preset("lucid")
+
+
+def test_standard_preset_is_lucids_standard_transforms_verbatim():
+    # tensorflow/lucid optvis/transform.py: standard_transforms
+    from seethrough.featureviz.transforms import PRESETS
+
+    steps = PRESETS.get("standard")
+    assert [s.kind for s in steps] == ["pad", "jitter", "scale", "rotate", "jitter"]
+    assert (steps[0].amount, steps[0].mode, steps[0].value) == (12, "constant", 0.5)
+    assert steps[1].amount == 8 and steps[4].amount == 4
+    assert steps[2].choices == tuple(1 + (i - 5) / 50.0 for i in range(11))
+    angles = list(range(-10, 11)) + 5 * [0]
+    assert steps[3].choices == tuple(float(a) for a in angles)
+    assert len(steps[3].choices) == 26 and steps[3].choices.count(0.0) == 6

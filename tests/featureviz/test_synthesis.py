@@ -35,7 +35,7 @@ def test_stage_layers(resnet):
 def test_inversion_lowers_the_feature_loss(resnet, unchanged):
     target = smooth_image(size=32)
     with unchanged(resnet):
-        result = invert(resnet, target, "layer1", steps=40, lr=0.1)
+        result = invert(resnet, target, "layer1", steps=40, lr=0.1, preset="fast")
     start = feature_loss(resnet, "layer1", torch.full_like(target, 0.5), target)
     end = feature_loss(resnet, "layer1", result.images, target)
     assert end < 0.25 * start, (start, end)  # the stated fraction: a quarter of a grey start
@@ -45,7 +45,7 @@ def test_texture_matches_the_target_grams(resnet, unchanged):
     texture = smooth_image(1, size=32)
     layers = ["conv1", "layer1"]
     with unchanged(resnet):
-        result = synthesize_texture(resnet, texture, layers=layers, steps=50, lr=0.1)
+        result = synthesize_texture(resnet, texture, layers=layers, steps=50, lr=0.1, preset="fast")
     got, want = target_grams(resnet, result.images, layers), target_grams(resnet, texture, layers)
     for layer in layers:
         error = (got[layer] - want[layer]).norm() / want[layer].norm()
@@ -66,7 +66,7 @@ def test_style_transfer_lowers_its_loss(resnet, unchanged):
     content, style = smooth_image(3, size=32), torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     with unchanged(resnet):
         result = transfer_style(resnet, content, style, content_layer="layer2",
-                                style_layers=["conv1", "layer1"], steps=20, lr=0.05)
+                                style_layers=["conv1", "layer1"], steps=20, lr=0.05, preset="fast")
     assert result.history[-1][0] > result.history[0][0]
 
 

@@ -10,11 +10,12 @@ Example:
 """
 from __future__ import annotations
 
-from seethrough.featureviz import objectives
+from seethrough.featureviz import objectives, regularizers
 from seethrough.featureviz.atlas import Atlas, activation_atlas
 from seethrough.featureviz.objectives import Objective
 from seethrough.featureviz.params import ImageParam, color_correlation_sqrt
-from seethrough.featureviz.render import Probe, Renderer, Visualization, visualize
+from seethrough.featureviz.regularizers import yosinski
+from seethrough.featureviz.render import Probe, RawPixelParam, Renderer, Visualization, visualize
 from seethrough.featureviz.transforms import Transforms
 from seethrough.featureviz.views import NeuronGroups, neuron_groups
 
@@ -24,6 +25,7 @@ __all__ = [
            "NeuronGroups",
            "Objective",
            "Probe",
+           "RawPixelParam",
            "Renderer",
            "Transforms",
            "Visualization",
@@ -31,5 +33,7 @@ __all__ = [
            "color_correlation_sqrt",
            "neuron_groups",
            "objectives",
+           "regularizers",
            "visualize",
+           "yosinski",
 ]

@@ -277,10 +277,12 @@ def class_probability(classes: Units, *, batch: int | None = None) -> Objective:
                      needs_output=True, batch_size=n_items)
 
 
-def gram(activation: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) -> (N, C, C) Gram matrices normalized by the number of positions."""
+def gram(activation: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, C) Gram matrices ``F F^T``, divided by the number of positions
+    unless ``normalize=False`` (Gatys et al.'s ``G = F F^T``, unnormalized)."""
     flat = activation.flatten(2)
-    return flat @ flat.transpose(1, 2) / flat.shape[2]
+    product = flat @ flat.transpose(1, 2)
+    return product / flat.shape[2] if normalize else product
 
 
 def diversity(layer: str) -> Objective:
@@ -382,6 +384,89 @@ def gram_match(layer: str, target_gram: torch.Tensor) -> Objective:
     return Objective(function, f"gram_match({layer})", frozenset([layer]))
 
 
+def gatys_style_loss(layer: str, target_gram: torch.Tensor) -> Objective:
+    """``-E_l = -1/(4 N_l^2 M_l^2) sum (G - G_hat)^2`` with ``G = F F^T`` unnormalized, ``N_l``
+    channels and ``M_l`` positions (Gatys, Ecker & Bethge 2015, eq. 4; 2016, eq. 4).
+
+    ``target_gram`` is the unnormalized Gram of the texture (``gram(F, normalize=False)``), for an
+    image of the same size as the one synthesized (``M_l`` is taken from the image's activation).
+
+    Example:
+        >>> a = torch.rand(1, 4, 3, 3)
+        >>> e = Evaluation({"l": a}, None, torch.zeros(1, 3, 6, 6))
+        >>> float(gatys_style_loss("l", gram(a, normalize=False))(e)[0]) == 0
+        True
+    """
+    target_gram = target_gram.detach()
+
+    def function(e: Evaluation) -> torch.Tensor:
+        activation = e.activation(layer)
+        channels, positions = activation.shape[1], activation.flatten(2).shape[2]
+        grams = gram(activation, normalize=False)
+        goal = target_gram.to(grams).expand_as(grams)
+        return -(grams - goal).flatten(1).pow(2).sum(1) / (4.0 * channels ** 2 * positions ** 2)
+
+    return Objective(function, f"gatys_style_loss({layer})", frozenset([layer]))
+
+
+def gatys_content_loss(layer: str, target: torch.Tensor) -> Objective:
+    """``-1/2 sum (F - P)^2`` at one layer (Gatys, Ecker & Bethge 2016, eq. 1), unnormalized.
+
+    Example:
+        >>> a = torch.ones(1, 2, 2, 2)
+        >>> e = Evaluation({"l": a}, None, torch.zeros(1, 3, 4, 4))
+        >>> float(gatys_content_loss("l", torch.zeros(1, 2, 2, 2))(e)[0])
+        -4.0
+    """
+    target = target.detach()
+
+    def function(e: Evaluation) -> torch.Tensor:
+        activation = e.activation(layer)
+        goal = target.to(activation).expand_as(activation)
+        return -0.5 * (activation - goal).flatten(1).pow(2).sum(1)
+
+    return Objective(function, f"gatys_content_loss({layer})", frozenset([layer]))
+
+
+def mv_alpha_norm(alpha: float = 6.0, *, bound: float, center: float | Sequence[float] = 0.5) -> Objective:
+    """Mahendran & Vedaldi's ``R_alpha(x) = ||x - center||_alpha^alpha / (H W B^alpha)``: the sum
+    over pixels and colours of ``|x - center|^alpha``, divided by ``H W bound^alpha``.
+
+    Example:
+        >>> e = Evaluation({}, None, torch.full((1, 3, 2, 2), 1.0))
+        >>> float(mv_alpha_norm(2.0, bound=0.5, center=0.5)(e)[0])  # 12 * 0.25 / (4 * 0.25)
+        3.0
+    """
+    def function(e: Evaluation) -> torch.Tensor:
+        height, width = e.image.shape[-2:]
+        centre = torch.as_tensor(center, dtype=e.image.dtype, device=e.image.device).view(1, -1, 1, 1)
+        total = (e.image - centre).abs().pow(alpha).flatten(1).sum(1)
+        return total / (height * width * bound ** alpha)
+
+    return Objective(function, f"mv_alpha_norm({alpha:g}, B={bound:.4g})")
+
+
+def mv_total_variation(beta: float = 2.0, *, variation: float) -> Objective:
+    """Mahendran & Vedaldi's ``R_V^beta(x) = sum_ij ((x_i,j+1 - x_ij)^2 + (x_i+1,j - x_ij)^2)^(beta/2)
+    / (H W V^beta)``, the squares summed over colours, on the (H-1) x (W-1) differences.
+
+    Example:
+        >>> ramp = torch.arange(3.0).view(1, 1, 1, 3).expand(1, 3, 3, 3)
+        >>> e = Evaluation({}, None, ramp)
+        >>> float(mv_total_variation(2.0, variation=1.0)(e)[0])  # 4 places * 3 colours / 9
+        1.3333333730697632
+    """
+    def function(e: Evaluation) -> torch.Tensor:
+        height, width = e.image.shape[-2:]
+        dx = e.image[..., :-1, 1:] - e.image[..., :-1, :-1]
+        dy = e.image[..., 1:, :-1] - e.image[..., :-1, :-1]
+        squares = (dx.pow(2) + dy.pow(2)).sum(1)
+        total = (squares + 1e-12).pow(beta / 2).flatten(1).sum(1) if beta != 2 else squares.flatten(1).sum(1)
+        return total / (height * width * variation ** beta)
+
+    return Objective(function, f"mv_total_variation({beta:g}, V={variation:.4g})")
+
+
 def _batch_text(batch: int | None) -> str:
     return "" if batch is None else f"[batch={batch}]"
 
@@ -392,4 +477,6 @@ OBJECTIVES: Registry[Callable[..., Objective]] = Registry("objective", {
     "class_logit": class_logit, "class_probability": class_probability, "diversity": diversity,
     "interpolate": interpolate, "l1": l1, "l2": l2, "total_variation": total_variation,
     "alpha_norm": alpha_norm, "blur": blur, "feature_match": feature_match, "gram_match": gram_match,
+    "gatys_style_loss": gatys_style_loss, "gatys_content_loss": gatys_content_loss,
+    "mv_alpha_norm": mv_alpha_norm, "mv_total_variation": mv_total_variation,
 })

@@ -16,10 +16,18 @@ Example:
     >>> result = visualize(net, obj.channel("layer2", [0, 1]), steps=4, size=32)
     >>> result.images.shape, len(result.history)
     (torch.Size([2, 3, 32, 32]), 4)
+
+L-BFGS (``optimizer=torch.optim.LBFGS``) works too: each ``step()`` is one L-BFGS iteration
+(``max_iter=1`` unless ``optimizer_options`` says otherwise), its closure re-evaluates the
+objective for the line search, and an evaluation at the point just evaluated is taken from a cache
+(no wasted forward pass). ``history`` holds the objective before each step for every optimizer.
+``regularizers`` (``seethrough.featureviz.regularizers``, Yosinski et al. 2015) change the image
+between steps; ``param="raw"`` optimizes the pixels themselves, kept in [0, 1] by projection after
+each step (no sigmoid), as the papers' pixel optimizations do.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Self
@@ -193,6 +201,64 @@ class Visualization(Result):
                    options)
 
 
+class RawPixelParam(ImageParam):
+    """The pixels themselves, ``(N, 3, H, W)``, kept in ``bounds`` by ``project()`` after each step.
+
+    The parameterization of the papers that optimize pixels (Gatys et al., Mahendran & Vedaldi,
+    Yosinski et al.): no sigmoid, no colour decorrelation. ``start`` is ``"noise"`` (uniform white
+    noise in ``bounds``, Gatys et al.) or ``"grey"`` (the middle plus Gaussian noise of ``sd``).
+
+    Example:
+        >>> p = RawPixelParam((1, 3, 8, 8), seed=0)
+        >>> bool(p().min() >= 0 and p().max() <= 1), p.kind
+        (True, 'raw')
+    """
+
+    def __init__(self, shape: tuple[int, int, int, int], *, start: str = "noise", sd: float = 0.01,
+                 bounds: tuple[float, float] = (0.0, 1.0), seed: int = 0,
+                 device: torch.device | str = "cpu"):
+        if len(shape) != 4 or shape[1] != 3:
+            raise InputError(f"image shape is (N, 3, H, W), got {tuple(shape)}")
+        if start not in ("noise", "grey"):
+            raise InputError(f"start is 'noise' or 'grey', not {start!r}")
+        self.shape = tuple(int(s) for s in shape)
+        self.kind = "raw"
+        self.decorrelate = False
+        self.bounds = bounds
+        generator = torch.Generator().manual_seed(seed)
+        low, high = bounds
+        if start == "noise":
+            begin = low + (high - low) * torch.rand(self.shape, generator=generator)
+        else:
+            begin = (low + high) / 2 + sd * torch.randn(self.shape, generator=generator)
+        self.tensor = begin.clamp(low, high).to(device).requires_grad_(True)
+
+    def __call__(self) -> torch.Tensor:
+        return self.tensor
+
+    @torch.no_grad()
+    def project(self) -> None:
+        """Clip the pixels into ``bounds`` (called by ``Renderer`` after every optimizer step)."""
+        self.tensor.clamp_(*self.bounds)
+
+    @torch.no_grad()
+    def set_image(self, images: torch.Tensor, *, eps: float = 0.0) -> RawPixelParam:
+        if tuple(images.shape) != self.shape:
+            raise InputError(f"image shape {tuple(images.shape)} differs from the parameter's {self.shape}")
+        self.tensor.copy_(images.to(self.tensor).clamp(*self.bounds))
+        return self
+
+
+def _make_param(param: str | ImageParam, shape: tuple[int, int, int, int], *, decorrelate: bool,
+                color_sqrt: torch.Tensor | None, seed: int, device) -> ImageParam:
+    if isinstance(param, ImageParam):
+        return param
+    if param == "raw":
+        return RawPixelParam(shape, seed=seed, device=device)
+    return ImageParam(shape, kind=param, decorrelate=decorrelate, color_sqrt=color_sqrt, seed=seed,
+                      device=device)
+
+
 def _default_size(model: nn.Module) -> int:
     size = getattr(model, "input_size", None)
     return int(size[-1]) if size else 224
@@ -216,7 +282,8 @@ class Renderer:
                  decorrelate: bool = True, color_sqrt: torch.Tensor | None = None,
                  transforms="standard", lr: float = 0.05, optimizer=torch.optim.Adam,
                  redirect_relu_steps: int = 16, init: torch.Tensor | None = None,
-                 model_size: int | tuple[int, int] | None = None):
+                 model_size: int | tuple[int, int] | None = None,
+                 regularizers: Sequence[Callable] = (), optimizer_options: dict | None = None):
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be an nn.Module, not {type(model).__name__}")
         if batch is None:
@@ -225,24 +292,28 @@ class Renderer:
             raise InputError(f"the objective has one unit per item for {objective.batch_size} items "
                              f"but batch={batch}")
         device = model_device(model)
-        if isinstance(param, ImageParam):
-            self.param = param
-        else:
-            size = size or (init.shape[-2:] if init is not None else _default_size(model))
-            height, width = (size, size) if isinstance(size, int) else tuple(size)
-            self.param = ImageParam((batch, 3, height, width), kind=param, decorrelate=decorrelate,
-                                    color_sqrt=color_sqrt, seed=seed, device=device)
+        size = size or (init.shape[-2:] if init is not None else _default_size(model))
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        self.param = _make_param(param, (batch, 3, height, width), decorrelate=decorrelate,
+                                 color_sqrt=color_sqrt, seed=seed, device=device)
         if init is not None:
             self.param.set_image(init)
         self.model = model
         self.objective = objective
         self.transforms = Transforms.preset(transforms)
         self.model_size = (model_size, model_size) if isinstance(model_size, int) else model_size
-        self.optimizer = optimizer(self.param.parameters(), lr=lr)
+        options = dict(optimizer_options or {})
+        if isinstance(optimizer, type) and issubclass(optimizer, torch.optim.LBFGS):
+            options.setdefault("max_iter", 1)  # one L-BFGS iteration per step()
+        self.optimizer = optimizer(self.param.parameters(), lr=lr, **options)
         self.redirect_relu_steps = redirect_relu_steps
+        self.regularizers = list(regularizers)
         self.generator = torch.Generator().manual_seed(seed)
         self.probe = Probe(model, objective)
         self.history: list[list[float]] = []
+        self.evaluations = 0  # forward+backward passes so far (L-BFGS: more than steps)
+        self._cache: tuple | None = None  # L-BFGS only: the last evaluation, reused at the same point
+        self._caching = isinstance(self.optimizer, torch.optim.LBFGS)
 
     def __enter__(self) -> Self:
         self.probe.__enter__()
@@ -251,28 +322,70 @@ class Renderer:
     def __exit__(self, *exc) -> None:
         self.probe.__exit__(*exc)
 
-    def step(self) -> torch.Tensor:
-        """One optimizer step; returns the objective per item (before the step)."""
-        images = self.param()
-        model_input = self.transforms(images, self.generator, self.model_size)
+    def _evaluate(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Objective values, loss ``-sum`` and d(objective)/d(image), gradients left on the param."""
+        tensor = self.param.tensor
+        if self._cache is not None and torch.equal(self._cache[0], tensor.detach()):
+            _, values, loss, grad, image_grad = self._cache
+            tensor.grad = grad.clone()
+            return values, loss, image_grad
         self.optimizer.zero_grad(set_to_none=True)
+        images = self.param()
+        keep = bool(self.regularizers) and images.requires_grad
+        if keep and not images.is_leaf:
+            images.retain_grad()
+        model_input = self.transforms(images, self.generator, self.model_size)
         if len(self.history) < self.redirect_relu_steps:
             with relu_backward(redirected_rule):
                 values = self.probe(images, model_input)
-                (-values.sum()).backward()
+                loss = -values.sum()
+                loss.backward()
         else:
             values = self.probe(images, model_input)
-            (-values.sum()).backward()
+            loss = -values.sum()
+            loss.backward()
         if not torch.isfinite(values).all():
             raise InputError("the objective became NaN or infinite; lower lr or check the objective")
-        self.optimizer.step()
-        values = values.detach()
+        self.evaluations += 1
+        image_grad = -images.grad.detach() if keep and images.grad is not None else None
+        values, loss = values.detach(), loss.detach()
+        if self._caching:
+            self._cache = (tensor.detach().clone(), values, loss, tensor.grad.detach().clone(), image_grad)
+        return values, loss, image_grad
+
+    def step(self) -> torch.Tensor:
+        """One optimizer step (one L-BFGS iteration); returns the objective per item before it."""
+        first: list = []
+
+        def closure() -> torch.Tensor:
+            values, loss, image_grad = self._evaluate()
+            if not first:
+                first.append((values, image_grad))
+            return loss
+
+        self.optimizer.step(closure)
+        values, image_grad = first[0]
+        project = getattr(self.param, "project", None)
+        if project is not None:
+            project()
+        if self.regularizers:
+            self._regularize(image_grad)
         self.history.append(values.tolist())
         return values
 
     @torch.no_grad()
+    def _regularize(self, image_grad: torch.Tensor | None) -> None:
+        """Apply each regularizer to the image (Yosinski et al.'s ``r_theta``), then store it."""
+        images = self.param().detach()
+        if image_grad is None:
+            image_grad = torch.zeros_like(images)
+        for regularizer in self.regularizers:
+            images = regularizer(images, image_grad, len(self.history))
+        self.param.set_image(images)
+
+    @torch.no_grad()
     def images(self) -> torch.Tensor:
-        return self.param().detach()
+        return self.param().detach().clamp(0, 1)
 
 
 def visualize(model: nn.Module, objective: Objective, *, steps: int = 256,
@@ -280,7 +393,8 @@ def visualize(model: nn.Module, objective: Objective, *, steps: int = 256,
               param: str = "fourier", decorrelate: bool = True, color_sqrt: torch.Tensor | None = None,
               transforms="standard", lr: float = 0.05, optimizer=torch.optim.Adam,
               redirect_relu_steps: int = 16, model_size: int | tuple[int, int] | None = None,
-              progress: bool | None = None) -> Visualization:
+              progress: bool | None = None, regularizers: Sequence[Callable] = (),
+              optimizer_options: dict | None = None) -> Visualization:
     """Render images that maximize ``objective`` (Lucid's ``render_vis``, Olah et al. 2017).
 
     Args:
@@ -290,7 +404,8 @@ def visualize(model: nn.Module, objective: Objective, *, steps: int = 256,
         size: image height and width (default: the model's ``input_size``, or 224).
         batch: images at once (default: the objective's per-item units, else 1).
         seed: seeds the start and the random transforms: the result is deterministic.
-        param, decorrelate, color_sqrt: see ``seethrough.featureviz.params``.
+        param, decorrelate, color_sqrt: see ``seethrough.featureviz.params``; ``param="raw"``
+            optimizes the pixels themselves (``RawPixelParam``; use with ``regularizers``).
         transforms: a preset name (``"standard"`` = Lucid's, ``"distill"``, ``"jitter"``,
             ``"none"``) or a list of steps; see ``seethrough.featureviz.transforms``.
         lr, optimizer: Lucid's defaults (Adam, 0.05).
@@ -299,17 +414,29 @@ def visualize(model: nn.Module, objective: Objective, *, steps: int = 256,
         model_size: the size the model sees after the transforms (default: the transformed
             canvas, ``size + 2 * pad - jitter``); set it for models of one input size (ViT).
         progress: show a tqdm bar.
+        regularizers: callables ``(image, grad, step) -> image`` applied after every step
+            (``seethrough.featureviz.regularizers``, e.g. ``yosinski("3")`` with ``param="raw"``,
+            ``optimizer=torch.optim.SGD`` and ``transforms="none"``: Yosinski et al.'s method).
+        optimizer_options: more keyword arguments for ``optimizer`` (e.g. L-BFGS's
+            ``line_search_fn="strong_wolfe"``).
     """
     if steps < 1:
         raise InputError("steps must be at least 1")
     renderer = Renderer(model, objective, size=size, batch=batch, seed=seed, param=param,
                         decorrelate=decorrelate, color_sqrt=color_sqrt, transforms=transforms, lr=lr,
                         optimizer=optimizer, redirect_relu_steps=redirect_relu_steps,
-                        model_size=model_size)
+                        model_size=model_size, regularizers=regularizers,
+                        optimizer_options=optimizer_options)
     with renderer:
         for _ in progress_bar(range(steps), "visualize", progress=progress, unit="step"):
             renderer.step()
-    settings = {"steps": steps, "size": tuple(renderer.param.shape[-2:]), "param": param,
+    settings = {"steps": steps, "size": tuple(renderer.param.shape[-2:]),
+                "param": param if isinstance(param, str) else renderer.param.kind,
                 "decorrelate": decorrelate, "transforms": transforms if isinstance(transforms, str) else "custom",
                 "lr": lr, "seed": seed}
+    if regularizers:
+        settings["regularizers"] = [repr(r) for r in regularizers]
+    if optimizer is not torch.optim.Adam:
+        settings["optimizer"] = getattr(optimizer, "__name__", repr(optimizer))
+        settings["evaluations"] = renderer.evaluations
     return Visualization(renderer.images(), renderer.history, objective.description, settings)

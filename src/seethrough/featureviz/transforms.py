@@ -13,8 +13,10 @@ possible when every item draws its own factor). The image is never upsampled: th
 the centre of that canvas for models that accept only one input size (vision transformers).
 
 Presets:
-    ``standard`` (Lucid's ``transform.standard_transforms``): pad 12 (constant 0.5), jitter 8,
-        scale ``[1 + (i - 5) / 50 for i in range(11)]``, rotate ``range(-10, 11)`` degrees, jitter 4.
+    ``standard`` (Lucid's ``transform.standard_transforms``, exactly as published): pad 12
+        (constant 0.5), jitter 8, scale ``[1 + (i - 5) / 50 for i in range(11)]``, rotate by an
+        angle drawn from ``list(range(-10, 11)) + 5 * [0]`` degrees (26 choices: 0 has 6 of them,
+        so about 23 % of draws do not rotate), jitter 4.
     ``distill`` (Olah et al. 2017, "Feature Visualization", Distill): pad 16 (reflect), jitter 16,
         scale ``(1, 0.975, 1.025, 0.95, 1.05)``, rotate ``range(-5, 6)`` degrees, jitter 8.
     ``jitter``: jitter 4 only (for inversion and DeepDream-like use); ``none``: nothing.
@@ -70,9 +72,13 @@ def random_rotate(degrees: Sequence[float]) -> Step:
     return Step("rotate", choices=tuple(float(a) for a in degrees))
 
 
+#: Lucid's ``standard_transforms`` choices, verbatim (tensorflow/lucid, optvis/transform.py)
+LUCID_SCALES: tuple[float, ...] = tuple(1 + (i - 5) / 50.0 for i in range(11))
+LUCID_ANGLES: tuple[int, ...] = tuple(list(range(-10, 11)) + 5 * [0])
+
 PRESETS: Registry[list[Step]] = Registry("transforms preset", {
-    "standard": [pad(12, value=0.5), jitter(8), random_scale([1 + (i - 5) / 50 for i in range(11)]),
-                 random_rotate(range(-10, 11)), jitter(4)],
+    "standard": [pad(12, value=0.5), jitter(8), random_scale(LUCID_SCALES),
+                 random_rotate(LUCID_ANGLES), jitter(4)],
     "distill": [pad(16, mode="reflect"), jitter(16), random_scale((1, 0.975, 1.025, 0.95, 1.05)),
                 random_rotate(range(-5, 6)), jitter(8)],
     "jitter": [jitter(4)],

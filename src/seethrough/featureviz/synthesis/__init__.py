@@ -3,6 +3,10 @@ texture synthesis and style transfer.
 
 Example:
     >>> from seethrough.featureviz.synthesis import deepdream, invert, synthesize_texture, transfer_style
+
+Texture synthesis, style transfer and inversion take ``preset="paper"`` (the default: the papers'
+losses, constants and optimizers, see each module) or ``preset="fast"`` (the earlier defaults:
+normalized losses, Adam, Fourier or sigmoid parameterizations).
 """
 from __future__ import annotations
 
@@ -10,6 +14,6 @@ from seethrough.core.layer_table import stage_layers
 from seethrough.featureviz.synthesis.deepdream import deepdream
 from seethrough.featureviz.synthesis.inversion import invert
 from seethrough.featureviz.synthesis.style import transfer_style
-from seethrough.featureviz.synthesis.texture import synthesize_texture
+from seethrough.featureviz.synthesis.texture import LBFGS_OPTIONS, synthesize_texture
 
-__all__ = ["deepdream", "invert", "stage_layers", "synthesize_texture", "transfer_style"]
+__all__ = ["LBFGS_OPTIONS", "deepdream", "invert", "stage_layers", "synthesize_texture", "transfer_style"]

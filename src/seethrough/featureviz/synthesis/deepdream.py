@@ -5,6 +5,15 @@ activation), with the original recipe: steps normalized by the mean absolute gra
 1.5/255), a random roll of up to 32 pixels before each step, and octaves (4 scales, factor 1.4)
 from coarse to fine, carrying the detail added at each scale up to the next.
 
+Constants of the original notebook (google/deepdream ``dream.ipynb``: ``make_step(step_size=1.5,
+jitter=32)``, ``deepdream(iter_n=10, octave_n=4, octave_scale=1.4)``) and their values here:
+``octaves=4`` (``OCTAVES``), ``octave_scale=1.4`` (``OCTAVE_SCALE``), ``steps=10`` per octave
+(``STEPS``), ``step_size=1.5/255`` (``STEP_SIZE``: the notebook's 1.5 on 0..255 pixels, on our
+[0, 1] images) times ``grad / mean(|grad|)`` (per image), ``jitter=32`` (``JITTER``: a roll by
+``randint(-32, 33)`` pixels in each direction, undone after the step), pixels clipped to the valid
+range after every step. The notebook's objective is ``L2`` of the layer (its gradient is the
+activation itself); ``obj.layer`` is its mean square, whose gradient has the same direction.
+
 Example:
     >>> import torchvision
     >>> net = torchvision.models.resnet18(num_classes=10)
@@ -21,10 +30,17 @@ from seethrough.errors import InputError
 from seethrough.featureviz import objectives as obj
 from seethrough.featureviz.render import Probe
 
+OCTAVES = 4
+OCTAVE_SCALE = 1.4
+STEPS = 10
+STEP_SIZE = 1.5 / 255
+JITTER = 32
+
 
 def deepdream(model: nn.Module, images: torch.Tensor, *, layer: str | None = None,
-              objective: obj.Objective | None = None, octaves: int = 4, octave_scale: float = 1.4,
-              steps: int = 10, step_size: float = 1.5 / 255, jitter: int = 32, seed: int = 0,
+              objective: obj.Objective | None = None, octaves: int = OCTAVES,
+              octave_scale: float = OCTAVE_SCALE, steps: int = STEPS, step_size: float = STEP_SIZE,
+              jitter: int = JITTER, seed: int = 0,
               progress: bool | None = None) -> torch.Tensor:
     """Return ``images`` (N, 3, H, W in [0, 1]) dreamed by ``layer`` (or ``objective``)."""
     from tqdm.auto import tqdm
