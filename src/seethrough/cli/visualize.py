@@ -42,6 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "content); may be repeated, adds to the image arguments")
     parser.add_argument("--style-image", help="style image (a file, or a folder holding one image) "
                         "for --mode style")
+    parser.add_argument("--preset", choices=("paper", "fast"), default="paper",
+                        help="invert / texture / style: the paper's method (default: Gatys' losses "
+                        "and L-BFGS, Mahendran & Vedaldi's regularizers) or the fast Adam settings")
+    parser.add_argument("--style-weight", type=float,
+                        help="--mode style: the style loss weight (paper preset: 1e3, the paper's "
+                        "alpha/beta = 1e-3; about 1e6 carries the style on ImageNet CNNs)")
     parser.add_argument("--facets", type=int, default=4, help="facets for --mode facets (default 4)")
     parser.add_argument("--steps", type=int, default=256, help="optimization steps (default 256)")
     parser.add_argument("--size", type=int, help="image size (default: the model's input size)")
@@ -146,7 +152,8 @@ def _synthesis(model, args, size, inputs):
         dreams = synthesis.deepdream(model, image, layer=args.layer, seed=args.seed, progress=True)
         return dreams, named("deepdream"), photos
     if args.mode == "invert":
-        result = synthesis.invert(model, image, args.layer, steps=args.steps, seed=args.seed, progress=True)
+        result = synthesis.invert(model, image, args.layer, steps=args.steps, seed=args.seed,
+                                  preset=args.preset, progress=True)
         return result.images, named(f"inversion_{args.layer}"), photos
     if args.mode == "texture-sampling":
         from seethrough.featureviz.synthesis.nonparametric import synthesize_texture_nonparametric
@@ -154,17 +161,20 @@ def _synthesis(model, args, size, inputs):
         # pixel by pixel against every window of the sample: a 64 px sample, at most 96 px out
         samples = F.interpolate(image, size=min(size, 64), mode="bilinear", antialias=True,
                                 align_corners=False).clamp(0, 1)
-        grown = [synthesize_texture_nonparametric(one, size=min(size, 96), window=min(11, samples.shape[-1] // 2 * 2 - 1),
+        window = min(11, samples.shape[-1] // 2 * 2 - 1)
+        grown = [synthesize_texture_nonparametric(one, size=min(size, 96), window=window,
                                                   seed=args.seed, progress=True) for one in samples]
         return torch.cat(grown), named("texture_sampled"), photos
     if args.mode == "texture":
         textures = [synthesis.synthesize_texture(model, one[None], steps=args.steps, seed=args.seed,
-                                                 progress=True).images for one in image]
+                                                 preset=args.preset, progress=True).images
+                    for one in image]
         return torch.cat(textures), named("texture"), photos
     styles = load_images([args.style_image], size)
     if len(styles) != 1:
         raise InputError(f"--style-image takes one image; {args.style_image} holds {len(styles)}")
     result = synthesis.transfer_style(model, image, styles.images, steps=args.steps, seed=args.seed,
+                                      preset=args.preset, style_weight=args.style_weight,
                                       progress=True)
     return result.images, named("style"), photos
 
