@@ -55,3 +55,27 @@ def test_visualize_facets_and_texture_sampling(tmp_path, capsys):
     assert main(["visualize", "torchvision:resnet18", "--mode", "facets", "--class", "1", "2",
                  str(folder), "--out", str(tmp_path)]) == 2
     assert "one unit" in capsys.readouterr().err
+
+
+def test_stylize_one_style_a_mix_and_bad_names(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(seethrough.cli, "COMMANDS", ["stylize"])
+    source = tmp_path / "in.png"
+    Image.new("RGB", (40, 30), (120, 60, 30)).save(source)
+    assert main(["stylize", str(source), "--style", "waves", "--size", "32", "--out", str(tmp_path / "a")]) == 0
+    assert Image.open(tmp_path / "a" / "styled.png").size == (32, 32)
+    assert main(["stylize", str(source), "--style", "waves:0.5", "hubble:0.5", "--size", "32",
+                 "--out", str(tmp_path / "b")]) == 0
+    assert main(["stylize", str(source), "--style", "monet", "--out", str(tmp_path / "c")]) == 2
+    assert "no style 'monet'" in capsys.readouterr().err
+    assert main(["stylize", "--out", str(tmp_path / "d")]) == 2
+
+
+def test_stylize_trains_a_stylizer_and_uses_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(seethrough.cli, "COMMANDS", ["stylize"])
+    style = tmp_path / "dots.png"
+    Image.new("RGB", (64, 64), (20, 160, 220)).save(style)
+    assert main(["stylize", "--train", str(style), "--steps", "1", "--out", str(tmp_path / "mine")]) == 0
+    assert (tmp_path / "mine" / "stylizer_dots.json").is_file()
+    assert main(["stylize", str(style), "--stylizer", str(tmp_path / "mine" / "stylizer_dots"),
+                 "--size", "32", "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "styled.png").is_file()

@@ -133,3 +133,14 @@ def test_shipped_stylizers_load_and_stylize(name, count):
     out = stylize(stylizer, torch.rand(2, 3, 64, 64), style=count - 1)
     assert out.shape == (2, 3, 64, 64) and 0 <= out.min() and out.max() <= 1
     assert stylizer.settings["final_losses"]["total"] > 0
+
+
+def test_the_report_part_of_the_stylizers():
+    from seethrough.featureviz.stylizers.section import stylizers_html
+
+    generator = torch.Generator().manual_seed(0)
+    photos, content = torch.rand(2, 3, 64, 64, generator=generator), torch.rand(1, 3, 64, 64, generator=generator)
+    body, notes = stylizers_html(photos, content, 5.0, norm_steps=2)
+    assert body.count("<img") == 3 + 8 * 3 + 5  # one pass; styles and two photos; the mix strip
+    assert "<td>instance</td>" in body and "<td>batch</td>" in body
+    assert "x faster" in notes[0]

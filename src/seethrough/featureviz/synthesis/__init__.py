@@ -1,5 +1,5 @@
 """Image synthesis on the feature-visualization machinery: DeepDream, feature inversion,
-texture synthesis and style transfer.
+texture synthesis and style transfer; and the non-parametric texture baseline (Efros & Leung).
 
 Example:
     >>> from seethrough.featureviz.synthesis import deepdream, invert, synthesize_texture, transfer_style
@@ -13,7 +13,9 @@ from __future__ import annotations
 from seethrough.core.layer_table import stage_layers
 from seethrough.featureviz.synthesis.deepdream import deepdream
 from seethrough.featureviz.synthesis.inversion import invert
+from seethrough.featureviz.synthesis.nonparametric import synthesize_texture_nonparametric
 from seethrough.featureviz.synthesis.style import transfer_style
 from seethrough.featureviz.synthesis.texture import LBFGS_OPTIONS, synthesize_texture
 
-__all__ = ["LBFGS_OPTIONS", "deepdream", "invert", "stage_layers", "synthesize_texture", "transfer_style"]
+__all__ = ["LBFGS_OPTIONS", "deepdream", "invert", "stage_layers", "synthesize_texture",
+           "synthesize_texture_nonparametric", "transfer_style"]
