@@ -60,7 +60,10 @@ class PerceptualLoss:
         """Activations at ``layers``, attached to the graph (the forward stops after them)."""
         with Trace(self.extractor, layers, retain_grad=True, stop=True) as trace:
             self.extractor(images)
-        return {layer: trace[layer].output for layer in layers}
+        features = {layer: trace[layer].output for layer in layers}
+        for record in trace.records.values():  # break output -> grad hook -> record -> output,
+            record.outputs.clear()  # a cycle that would keep every step's graph until a gc
+        return features
 
     def __call__(self, output: torch.Tensor, content: torch.Tensor,
                  grams: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
