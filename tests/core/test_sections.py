@@ -108,12 +108,13 @@ def test_synthesis_section(model, unchanged, monkeypatch):
     from seethrough.featureviz import synthesis_section
 
     monkeypatch.setattr(synthesis_section, "SAMPLED_SIZE", 16)  # Efros & Leung is pixel by pixel
+    monkeypatch.setattr(synthesis_section, "NEURAL_TEXTURE_SIZE", 32)
     images = torch.rand(3, 3, 96, 96, generator=torch.Generator().manual_seed(0))
     with unchanged(model):
         made = synthesis_section.section(model, SectionData(images), SectionOptions(quick=True), steps=2)
     for heading in ("DeepDream", "Feature inversion", "Efros & Leung", "Gatys et al. 2016"):
         assert heading in made.body
-    assert made.body.count("<img") == 4 + 4 + 6 + 3
+    assert made.body.count("<img") == 4 + 4 + 8 + 3
     small = synthesis_section.section(model, SectionData(images[..., :64, :64]), SectionOptions())
     assert small.body == "" and "96 px" in small.notes[0]
 

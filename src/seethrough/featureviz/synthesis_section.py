@@ -3,7 +3,8 @@ by optimisation against a feed-forward network.
 
 On the model and images of 96 px or more: DeepDream, feature inversion at three depths,
 texture synthesis by Efros & Leung's pixel sampling beside Gatys et al.'s Gram matching, and
-Gatys et al.'s style transfer, with their times. With ``data.extra["stylizers"]`` (the demo),
+Gatys et al.'s style transfer (the style is ``data.extra["style"]`` when given, else the last
+texture), with their times; the paper presets of ``seethrough.featureviz.synthesis``. With ``data.extra["stylizers"]`` (the demo),
 the shipped feed-forward stylizers too: the same content stylized in one pass against the
 optimisation (times side by side), the eight-style network's grid, an interpolation strip
 between two of its styles, and the instance-versus-batch-norm table of its card.
@@ -35,6 +36,9 @@ TITLE = "Synthesis and style"
 MIN_SIZE = 96
 #: Efros & Leung grow this many pixels a side from a sample of the same size
 SAMPLED_SIZE = 64
+NEURAL_TEXTURE_SIZE = 128
+#: the largest side the style transfer runs at (the stained-glass cells need room)
+STYLE_SIZE = 224
 
 
 def _resized(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -67,25 +71,42 @@ def _dream_and_invert_html(model: nn.Module, data: SectionData, stages: list[str
 def _texture_html(model: nn.Module, textures: torch.Tensor, steps: int) -> str:
     made, captions = [], []
     for index, texture in enumerate(textures[:2]):
-        sample = _resized(texture[None], SAMPLED_SIZE)
-        grown, grown_time = _timed(lambda s=sample: synthesize_texture_nonparametric(s, size=SAMPLED_SIZE))
-        neural, neural_time = _timed(lambda s=sample: synthesize_texture(model, s, steps=steps).images)
-        made += [sample, grown, neural]
-        captions += [f"texture {index + 1} ({SAMPLED_SIZE} px)",
-                     f"Efros & Leung, {grown_time:.1f} s", f"Gatys et al., {neural_time:.1f} s"]
-    return ("<h4>Texture synthesis: pixel sampling (Efros & Leung 1999) and Gram matching "
-            "(Gatys et al. 2015)</h4><p>Sampling copies the sample's own pixels, one at a time, "
-            "where their neighbourhoods match; Gram matching makes new pixels whose feature "
-            "correlations match the sample's at five stages of the network.</p>"
-            + row_html(torch.cat(made), captions))
+        sample = _resized(texture[None], NEURAL_TEXTURE_SIZE)
+        small = _resized(texture[None], SAMPLED_SIZE)
+        neural, neural_time = _timed(lambda s=sample: synthesize_texture(
+            model, s, steps=steps, preset="fast").images)
+        grown, grown_time = _timed(lambda s=small: synthesize_texture_nonparametric(s, size=SAMPLED_SIZE))
+        made += [sample, neural, small, grown]
+        captions += [f"texture {index + 1}", f"Gatys et al., {neural_time:.1f} s",
+                     f"texture {index + 1} at {SAMPLED_SIZE} px", f"Efros & Leung, {grown_time:.1f} s"]
+    return ("<h4>Texture synthesis: Gram matching (Gatys et al. 2015) and pixel sampling (Efros "
+            "& Leung 1999)</h4><p>Gram matching makes new pixels whose feature correlations "
+            f"match the sample's at five stages of the network ({NEURAL_TEXTURE_SIZE} px; the "
+            "fast preset, decorrelated Fourier pixels and Adam: the paper's L-BFGS from white "
+            "noise keeps the noise a stride-2 first layer cannot see). Sampling copies the "
+            "sample's own pixels one at a time where their neighbourhoods match, with no "
+            f"network ({SAMPLED_SIZE} px: it compares every window of the sample for every "
+            "pixel).</p>" + row_html([image[0] for image in made], captions))
+
+
+#: the style loss weight of the report's style transfer: the paper's alpha / beta = 1e-3 leaves
+#: the style faint on ImageNet CNNs fed [0, 1] images (see ``synthesis.style``)
+STYLE_WEIGHT = 1e6
 
 
 def _gatys_html(model: nn.Module, content: torch.Tensor, style: torch.Tensor, steps: int) -> tuple[str, float]:
-    styled, seconds = _timed(lambda: transfer_style(model, content, style, steps=steps))
+    styled, seconds = _timed(lambda: transfer_style(model, content, style, steps=steps,
+                                                    style_weight=STYLE_WEIGHT, init="content"))
     layer = styled.settings["content_layer"].removeprefix("net.")
-    body = ("<h4>Style transfer by optimisation (Gatys et al. 2016)</h4>" + row_html(
-        torch.cat([content, style, styled.images]),
-        ["content", "style", f"optimised on this model ({layer}), {seconds:.1f} s"]))
+    body = ("<h4>Style transfer by optimisation (Gatys et al. 2016)</h4><p>The paper's losses "
+            "(unnormalised Gram matrices, 1/(4 N² M²), five style layers weighted 1/5) and "
+            f"optimiser (L-BFGS, {steps} iterations) on this model, content at {layer}; two "
+            f"departures, both stated: style weight {STYLE_WEIGHT:.0e} (the paper's ratio 1e-3 "
+            "leaves the style faint on a network fed [0, 1] images) and the content image as "
+            "the start (white noise stays as pixel noise where the first convolution has "
+            "stride 2).</p>" + row_html(
+                torch.cat([content, style, styled.images]),
+                ["content", "style", f"optimised, {seconds:.1f} s"]))
     return body, seconds
 
 
@@ -105,7 +126,9 @@ def section(model: nn.Module, data: SectionData, options: SectionOptions, *,
     textures = data.extra.get("textures", data.images[1:3] if len(data.images) > 2 else data.images)
     body = _dream_and_invert_html(model, data, stages, steps, options.quick)
     body += _texture_html(model, textures, steps)
-    content, style = _resized(data.images[:1], 128), _resized(textures[-1:], 128)
+    style = data.extra.get("style", textures[-1:])
+    side = min(size, STYLE_SIZE)
+    content, style = _resized(data.images[:1], side), _resized(style, side)
     gatys, gatys_seconds = _gatys_html(model, content, style, steps)
     body += gatys
     notes = []
