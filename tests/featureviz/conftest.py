@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 
@@ -15,6 +16,20 @@ def tiny_net(seed: int = 0, classes: int = 5) -> nn.Sequential:
         nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, classes),
     ).eval()
+
+
+def smooth_image(seed: int = 0, size: int = 32) -> torch.Tensor:
+    """A (1, 3, size, size) image of smooth random colour blobs (a 6 x 6 grid upsampled)."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, 6, 6, generator=g)
+    return torch.nn.functional.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
+
+
+@pytest.fixture(scope="module")
+def resnet() -> nn.Module:
+    """A random resnet18 with 10 classes, for the synthesis tests."""
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(num_classes=10).eval()
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import scipy.ndimage
 import torch
-import torchvision
 
 from seethrough.featureviz import objectives as obj
 from seethrough.featureviz.objectives import Evaluation
@@ -30,18 +29,7 @@ from seethrough.featureviz.synthesis import (
 )
 from seethrough.featureviz.synthesis.texture import LBFGS_OPTIONS, target_grams
 from seethrough.trace import capture
-
-
-@pytest.fixture(scope="module")
-def resnet():
-    torch.manual_seed(0)
-    return torchvision.models.resnet18(num_classes=10).eval()
-
-
-def smooth_image(seed=0, size=32):
-    g = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(1, 3, 6, 6, generator=g)
-    return torch.nn.functional.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
+from tests.featureviz.conftest import smooth_image
 
 
 def gatys_e(activation, goal_gram):

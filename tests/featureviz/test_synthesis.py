@@ -1,6 +1,5 @@
 import pytest
 import torch
-import torchvision
 
 from seethrough.errors import InputError
 from seethrough.featureviz import objectives as obj
@@ -14,18 +13,7 @@ from seethrough.featureviz.synthesis import (
 )
 from seethrough.featureviz.synthesis.inversion import feature_loss
 from seethrough.featureviz.synthesis.texture import target_grams
-
-
-@pytest.fixture(scope="module")
-def resnet():
-    torch.manual_seed(0)
-    return torchvision.models.resnet18(num_classes=10).eval()
-
-
-def smooth_image(seed=0, size=48):
-    g = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(1, 3, 6, 6, generator=g)
-    return torch.nn.functional.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
+from tests.featureviz.conftest import smooth_image
 
 
 def test_stage_layers(resnet):

@@ -112,6 +112,13 @@ class GaussianBlur:
         return gaussian_blur(images, self.width, radius=gaussian_radius(self.width))
 
 
+def _clip_below(images: torch.Tensor, score: torch.Tensor, percentile: float,
+                center: torch.Tensor) -> torch.Tensor:
+    """``images`` with the pixels whose ``score`` (N, H, W) is below the percentile set to ``center``."""
+    small = _below_percentile(score, percentile)
+    return torch.where(small[:, None], center.expand_as(images), images)
+
+
 @dataclass(frozen=True)
 class ClipSmallNorm:
     """Set to ``center`` the pixels whose norm (over colours, of ``x - center``) is below the
@@ -124,8 +131,7 @@ class ClipSmallNorm:
         if self.percentile <= 0:
             return images
         c = _center(self.center, images)
-        small = _below_percentile((images - c).norm(dim=1), self.percentile)
-        return torch.where(small[:, None], c.expand_as(images), images)
+        return _clip_below(images, (images - c).norm(dim=1), self.percentile, c)
 
 
 @dataclass(frozen=True)
@@ -140,9 +146,7 @@ class ClipSmallContribution:
         if self.percentile <= 0:
             return images
         c = _center(self.center, images)
-        contribution = ((images - c) * grad).sum(1).abs()
-        small = _below_percentile(contribution, self.percentile)
-        return torch.where(small[:, None], c.expand_as(images), images)
+        return _clip_below(images, ((images - c) * grad).sum(1).abs(), self.percentile, c)
 
 
 @dataclass(frozen=True)
