@@ -90,10 +90,13 @@ def test_feature_visualization_draws_edges_and_colours(model):
     result = visualize(model, objectives.channel("conv1", [vertical, horizontal, 0]), steps=48,
                        size=48, lr=0.1, progress=False)
     images = result.images
-    d_dx = (images[..., :, 1:] - images[..., :, :-1]).pow(2).mean((1, 2, 3))
-    d_dy = (images[..., 1:, :] - images[..., :-1, :]).pow(2).mean((1, 2, 3))
-    assert d_dx[0] > 1.5 * d_dy[0]  # the vertical-edge unit draws vertical stripes (1.7x)
-    assert d_dy[1] > 1.5 * d_dx[1]  # and the horizontal one horizontal stripes (3x)
+    grey = images.mean(1)  # (3, H, W)
+    across_x, across_y = grey.mean(1).var(1), grey.mean(2).var(1)  # column and row profiles
+    # the vertical-edge unit draws vertical structure: its brightness changes across x, not y
+    # (26x here; 4.5-70x over seeds 0-3 and both transform presets; the gradient energy
+    # d/dx against d/dy was no measure of it: 0.9-1.7x)
+    assert across_x[0] > 3 * across_y[0]
+    assert across_y[1] > 3 * across_x[1]  # and the horizontal one horizontal structure (12x)
     red, green = images[2, 0].mean(), images[2, 1].mean()
     assert red > green + 0.1  # the red-green unit draws red (0.57 vs 0.33)
 
