@@ -73,6 +73,10 @@ class Defaults:
         textures, _ = sample_photos(["brick", "grass", "gravel"], size=224)
         concepts = self.world(60 if self.quick else 200, size=112) if family == "dissection" else None
         extra = {"textures": textures[[0, 2]]}
+        if family == "synthesis":  # the shipped stylizers, and Gatys on the same style
+            from seethrough.featureviz.stylizers import style_images
+
+            extra.update(stylizers=True, style=style_images(["stained_glass"], size=224)[0])
         if family == "featureviz":  # more images for the crops: textures and mirror images
             images = torch.cat([images, textures, images.flip(-1)])
             names = [*names, "brick", "grass", "gravel", *(f"{n}, mirrored" for n in names)]
@@ -209,6 +213,8 @@ SECTIONS: Registry[Entry] = Registry("report section", {
                       _family("seethrough.evaluation.findings_section:section"),
                       (WORLD_SCENES, PHOTOS)),
     "featureviz": Entry("Feature visualization", _featureviz, (WORLD, PHOTOS)),
+    "synthesis": Entry("Synthesis and style",
+                       _family("seethrough.featureviz.synthesis_section:section"), (PHOTOS,)),
     "dissection": Entry("Network Dissection", _family("seethrough.dissection.section:section"),
                         (WORLD, PHOTOS)),
     "represent": Entry("Representations", _family("seethrough.reporting.build:represent_section"),
