@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -69,3 +70,9 @@ def row_html(images, captions, width=150) -> str:
     from seethrough.viz.html import image_grid_html
 
     return image_grid_html(list(images), captions, width=width)
+
+
+def resized(images: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """``images`` (N, C, H, W) resized to ``size`` (antialiased bilinear), kept in [0, 1]."""
+    return F.interpolate(images, size=size, mode="bilinear", antialias=True,
+                         align_corners=False).clamp(0, 1)

@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from seethrough.attribution.channels import channel_attribution
@@ -50,10 +49,6 @@ UNIT_IMAGES = FACET_IMAGES = 64
 
 #: (layer) -> {unit: label}, e.g. the concept each unit detects (from a dissection)
 UnitLabels = Callable[[str], dict[int, str] | None]
-
-
-def _resized(images: torch.Tensor, size: int) -> torch.Tensor:
-    return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
 
 
 def important_channels(model: nn.Module, images: torch.Tensor, layer: str, count: int) -> list[int]:

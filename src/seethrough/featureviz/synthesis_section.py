@@ -22,13 +22,13 @@ from __future__ import annotations
 import time
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from seethrough.core.layer_table import stage_layers
-from seethrough.featureviz.figures import row_html
+from seethrough.featureviz.figures import resized, row_html
 from seethrough.featureviz.synthesis import deepdream, invert, synthesize_texture, transfer_style
 from seethrough.featureviz.synthesis.nonparametric import synthesize_texture_nonparametric
+from seethrough.progress import best_time
 from seethrough.sections import Section, SectionData, SectionOptions
 
 TITLE = "Synthesis and style"
@@ -41,20 +41,9 @@ NEURAL_TEXTURE_SIZE = 128
 STYLE_SIZE = 224
 
 
-def _resized(images: torch.Tensor, size: int) -> torch.Tensor:
-    return F.interpolate(images, size=size, mode="bilinear", antialias=True,
-                         align_corners=False).clamp(0, 1)
-
-
-def _timed(function):
-    start = time.perf_counter()
-    result = function()
-    return result, time.perf_counter() - start
-
-
 def _dream_and_invert_html(model: nn.Module, data: SectionData, stages: list[str], steps: int,
                            quick: bool) -> str:
-    small = _resized(data.images[:2], 128)
+    small = resized(data.images[:2], 128)
     deep = stages[len(stages) // 2]
     dreams = deepdream(model, small, layer=deep, steps=5 if quick else 10)
     body = f"<h4>DeepDream ({deep.removeprefix('net.')}, 4 octaves)</h4>" + row_html(
@@ -71,11 +60,11 @@ def _dream_and_invert_html(model: nn.Module, data: SectionData, stages: list[str
 def _texture_html(model: nn.Module, textures: torch.Tensor, steps: int) -> str:
     made, captions = [], []
     for index, texture in enumerate(textures[:2]):
-        sample = _resized(texture[None], NEURAL_TEXTURE_SIZE)
-        small = _resized(texture[None], SAMPLED_SIZE)
-        neural, neural_time = _timed(lambda s=sample: synthesize_texture(
+        sample = resized(texture[None], NEURAL_TEXTURE_SIZE)
+        small = resized(texture[None], SAMPLED_SIZE)
+        neural, neural_time = best_time(lambda s=sample: synthesize_texture(
             model, s, steps=steps, preset="fast").images)
-        grown, grown_time = _timed(lambda s=small: synthesize_texture_nonparametric(s, size=SAMPLED_SIZE))
+        grown, grown_time = best_time(lambda s=small: synthesize_texture_nonparametric(s, size=SAMPLED_SIZE))
         made += [sample, neural, small, grown]
         captions += [f"texture {index + 1}", f"Gatys et al., {neural_time:.1f} s",
                      f"texture {index + 1} at {SAMPLED_SIZE} px", f"Efros & Leung, {grown_time:.1f} s"]
@@ -96,7 +85,7 @@ STYLE_WEIGHT = 1e7
 
 
 def _gatys_html(model: nn.Module, content: torch.Tensor, style: torch.Tensor, steps: int) -> tuple[str, float]:
-    styled, seconds = _timed(lambda: transfer_style(model, content, style, steps=steps,
+    styled, seconds = best_time(lambda: transfer_style(model, content, style, steps=steps,
                                                     style_weight=STYLE_WEIGHT, init="content"))
     layer = styled.settings["content_layer"].removeprefix("net.")
     body = ("<h4>Style transfer by optimisation (Gatys et al. 2016)</h4><p>The paper's losses "
@@ -129,7 +118,7 @@ def section(model: nn.Module, data: SectionData, options: SectionOptions, *,
     body += _texture_html(model, textures, steps)
     style = data.extra.get("style", textures[-1:])
     side = min(size, STYLE_SIZE)
-    content, style = _resized(data.images[:1], side), _resized(style, side)
+    content, style = resized(data.images[:1], side), resized(style, side)
     gatys, gatys_seconds = _gatys_html(model, content, style, steps)
     body += gatys
     notes = []

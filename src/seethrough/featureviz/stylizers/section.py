@@ -8,15 +8,13 @@ Example:
 """
 from __future__ import annotations
 
-import time
-
 import torch
-import torch.nn.functional as F
 
-from seethrough.featureviz.figures import row_html
+from seethrough.featureviz.figures import resized, row_html
 from seethrough.featureviz.stylizers.shipped import load_stylizer
 from seethrough.featureviz.stylizers.styles import style_images
 from seethrough.featureviz.stylizers.training import compare_norms, stylize
+from seethrough.progress import best_time
 
 #: the two styles the interpolation strip mixes, and its mixing weights
 MIX = ("stained_glass", "waves")
@@ -24,24 +22,10 @@ MIX_STEPS = (0.0, 0.25, 0.5, 0.75, 1.0)
 GRID_SIZE = 128
 
 
-def _best_time(function, rounds: int = 3) -> tuple[torch.Tensor, float]:
-    best, result = float("inf"), None
-    for _ in range(rounds):
-        start = time.perf_counter()
-        result = function()
-        best = min(best, time.perf_counter() - start)
-    return result, best
-
-
-def _resized(images: torch.Tensor, size: int) -> torch.Tensor:
-    return F.interpolate(images, size=size, mode="bilinear", antialias=True,
-                         align_corners=False).clamp(0, 1)
-
-
 def _one_pass_html(content: torch.Tensor, optimised_seconds: float) -> tuple[str, float]:
     single = load_stylizer("stained_glass")
     style, _ = style_images(single.styles, size=content.shape[-1])
-    styled, seconds = _best_time(lambda: stylize(single, content))
+    styled, seconds = best_time(lambda: stylize(single, content), rounds=3)
     ratio = optimised_seconds / seconds
     body = ("<h4>The same in one pass: a feed-forward stylizer (Johnson et al. 2016, instance "
             "norm)</h4><p>A transformation network trained on the perceptual loss of "
@@ -61,7 +45,7 @@ def _grid_html(photos: torch.Tensor) -> str:
             "2017)</h4><p>Each style is only a scale and a shift per normalized channel; the "
             "rest of the network is shared. Top row: the style images; below, each photo in "
             "every style.</p>" + row_html(styles, names, width=110))
-    for photo in _resized(photos, GRID_SIZE):
+    for photo in resized(photos, GRID_SIZE):
         made = torch.cat([stylize(eight, photo[None], style=index) for index in range(len(names))])
         body += row_html(made, names, width=110)
     first, second = (eight.styles.index(name) for name in MIX)
@@ -69,7 +53,7 @@ def _grid_html(photos: torch.Tensor) -> str:
     for t in MIX_STEPS:
         weights = torch.zeros(len(names))
         weights[first], weights[second] = 1 - t, t
-        strip.append(stylize(eight, _resized(photos[:1], GRID_SIZE), style=weights))
+        strip.append(stylize(eight, resized(photos[:1], GRID_SIZE), style=weights))
     captions = [f"{1 - t:.2f} {MIX[0]} + {t:.2f} {MIX[1]}" for t in MIX_STEPS]
     return (body + "<h4>Mixing two styles: their scales and shifts interpolated</h4>"
             + row_html(torch.cat(strip), captions, width=130))
