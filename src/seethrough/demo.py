@@ -59,6 +59,21 @@ class Defaults:
 
         return load_model("conceptnet_shuffled")
 
+    @cached_property
+    def gan(self):
+        from seethrough.models import load_model
+
+        return load_model("conceptworld_gan")
+
+    def gan_data(self) -> SectionData:
+        """ConceptWorld's validation images (the Fréchet reference; the generator never saw
+        them) and photos at 64 px."""
+        from seethrough.data.photos import sample_photos
+
+        photos, _ = sample_photos(size=64)
+        real = self.world(500 if self.quick else 2000).batch()["image"]
+        return SectionData(real, extra={"photos": photos})
+
     def world(self, length: int, *, size: int = 64, bias: float = 0.0, cue: bool | None = None):
         from seethrough.data import ConceptWorld
 
@@ -148,6 +163,10 @@ CHEATER = Part("ConceptNet cheater on the biased world", lambda d: d.cheater,
                lambda d, f: d.conceptworld(f, bias=1.0))
 
 
+GAN = Part("ConceptWorld GAN, with ConceptWorld's segmenter and ConceptNet", lambda d: d.gan,
+           lambda d, f: d.gan_data())
+
+
 def _with_scenes(defaults: Defaults, family: str) -> SectionData:
     """ConceptWorld data, and scenes of set object sizes and counts drawn at its size."""
     data = defaults.conceptworld(family)
@@ -225,6 +244,7 @@ SECTIONS: Registry[Entry] = Registry("report section", {
                       (WORLD, CHEATER, PHOTOS)),
     "universality": Entry("Universality",
                           _family("seethrough.circuits.section:universality_section"), (WORLD,)),
+    "gan": Entry("GANs", _family("seethrough.gan.section:section"), (GAN,)),
 })
 
 

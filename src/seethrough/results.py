@@ -79,6 +79,14 @@ TYPES = {
     "Adversarial": "seethrough.adversarial.result",
     "DetectorResult": "seethrough.adversarial.detect",
     "RobustnessResult": "seethrough.adversarial.robustness",
+    "AblationEffect": "seethrough.gan.interventions",
+    "InsertionEffect": "seethrough.gan.interventions",
+    "ArtifactUnits": "seethrough.gan.interventions",
+    "Boundary": "seethrough.gan.directions",
+    "Walk": "seethrough.gan.directions",
+    "LayerControl": "seethrough.gan.directions",
+    "Inversion": "seethrough.gan.inversion",
+    "PriorComparison": "seethrough.gan.prior",
 }
 
 

@@ -167,6 +167,8 @@ def test_an_unwritable_out_is_one_line_before_the_model_loads(tmp_path):
     ["layers", "nosuchmodel", "--csv", "{out}/layers.csv"],
     ["attribute", "nosuchmodel", "--conceptworld", "2", "--out", "{file}"],
     ["findings", "nosuchmodel", "--conceptworld", "2", "--out", "{file}"],
+    ["gan", "--generator", "nosuchmodel", "--out", "{out}"],
+    ["train-gan", "--out", "{out}/gan"],
 ])
 def test_every_writing_command_checks_its_output_folder_first(tmp_path, capsys, argv):
     blocker = tmp_path / "file.txt"

@@ -18,7 +18,8 @@ from collections.abc import Iterator
 
 #: subcommand modules (a module `a_b` registers the command `a-b`), in the order `--help` lists them
 COMMANDS = ["demo", "report", "layers", "train", "attribute", "visualize", "dissect", "represent",
-            "attack", "findings", "circuits", "batch_attribute", "stylize"]
+            "attack", "findings", "circuits", "batch_attribute", "stylize",
+            "train_segmenter", "train_gan", "gan"]
 
 
 class IntermixedParser(argparse.ArgumentParser):

@@ -46,6 +46,8 @@ from seethrough.models.sources import is_source, module_from
 BUNDLED = ("conceptnet", "conceptnet_cheater", "conceptnet_shuffled", "conceptnet_seed1",
            "conceptnet_seed2")
 IMAGENET = ("mobilenet_v2", "efficientnet_lite0")
+#: shipped models that are not classifiers: the ConceptWorld GAN's generator and segmenter
+WORLD_TOOLS = ("conceptworld_gan", "conceptworld_segmenter")
 
 Loader = Callable[[], nn.Module]
 
@@ -174,10 +176,22 @@ def _imagenet(name: str) -> ImageModel:
                       class_names=card["class_names"], card=card)
 
 
-#: name -> loader ``() -> nn.Module``: the bundled and ImageNet models, then ``register_model``'s
+def _world_tool(name: str) -> nn.Module:
+    if name == "conceptworld_gan":
+        from seethrough.models.generator import load_generator
+
+        return load_generator(name)
+    from seethrough.models.segmenter import load_segmenter
+
+    return load_segmenter(name)
+
+
+#: name -> loader ``() -> nn.Module``: the bundled, ImageNet and ConceptWorld-tool models, then
+#: ``register_model``'s
 MODELS: Registry[Loader] = Registry("model", {
     **{name: functools.partial(_bundled, name) for name in BUNDLED},
     **{name: functools.partial(_imagenet, name) for name in IMAGENET},
+    **{name: functools.partial(_world_tool, name) for name in WORLD_TOOLS},
 })
 _BUILTIN = frozenset(MODELS.names())
 

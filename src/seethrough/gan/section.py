@@ -1,0 +1,301 @@
+"""The GAN section of a report: a generator trained on ConceptWorld, dissected, edited, steered
+and inverted, every claim measured with ConceptWorld's segmenter and ConceptNet.
+
+``section(generator, data, options)``: ``data.images`` are real ConceptWorld images (the
+reference of the Fréchet distances); ``data.extra`` may hold ``segmenter`` and ``classifier``
+(default: the shipped ones), ``photos`` (real photos at 64 px, out of the generator's domain)
+and ``world`` (more ConceptWorld images, never drawn by the generator, for inversion). Any
+generator of 64-px ConceptWorld-like images works: it takes latents (N, D), has ``latent_dim``,
+and its analysable layers are found by ``generator_layers``.
+
+Example:
+    >>> from seethrough.models.generator import build_generator
+    >>> generator_layers(build_generator(16, 8))
+    ['layer1', 'layer2', 'layer3', 'layer4']
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from seethrough.gan.quality import generate_images, generator_quality, sample_latents
+from seethrough.sections import Section, SectionData, SectionOptions
+from seethrough.viz.html import figure_html, table_html
+
+TITLE = "GANs"
+#: attributes whose latent boundaries the section fits (InterFaceGAN)
+ATTRIBUTES = ("shape:circle", "shape:square", "colour:red", "colour:blue", "scene:sky",
+              "texture:stripes_vertical")
+
+
+def generator_layers(generator: nn.Module) -> list[str]:
+    """The children of a generator that hold a convolution, but the last (it draws pixels)."""
+    from torch.nn.modules.conv import _ConvNd
+
+    named = [name for name, child in generator.named_children()
+             if any(isinstance(m, _ConvNd) for m in child.modules())]
+    return named[:-1]
+
+
+def _tools(data: SectionData) -> tuple[nn.Module, nn.Module]:
+    from seethrough.models import load_model
+
+    segmenter = data.extra.get("segmenter") or load_model("conceptworld_segmenter")
+    classifier = data.extra.get("classifier") or load_model("conceptnet")
+    return segmenter, classifier
+
+
+def _samples_html(generator: nn.Module, data: SectionData, quick: bool) -> tuple[str, dict]:
+    from seethrough.gan.figures import image_grid_figure
+
+    quality = generator_quality(generator, data.images, samples=500 if quick else 2000,
+                                classifier=data.extra.get("classifier"))
+    images = generate_images(generator, sample_latents(24, generator.latent_dim, seed=3))
+    shares = ", ".join(f"{name} {share:.0%}" for name, share in quality["class_shares"].items())
+    card = getattr(generator, "card", {})
+    trained = (f" Trained in {card['train_seconds'] / 60:.0f} min on CPU "
+               f"(<code>{card['training_command']}</code>)." if "training_command" in card else "")
+    body = (figure_html(image_grid_figure([images[:12], images[12:]], ["", ""]),
+                        "Random samples of the generator")
+            + f"<p>Fréchet distance on ConceptNet features to real ConceptWorld images "
+              f"(an offline stand-in for FID): <b>{quality['frechet_distance']:.1f}</b>; uniform "
+              f"noise {quality['frechet_distance_noise']:.1f}; two halves of the real images "
+              f"{quality['frechet_distance_real_halves']:.1f}. ConceptNet's classes on "
+              f"{quality['samples']} samples: {shares}.{trained}</p>")
+    return body, quality
+
+
+def _dissection(generator, layers, segmenter, samples: int, options: SectionOptions):
+    from seethrough.dissection import dissect
+    from seethrough.gan.world import GeneratedWorld
+
+    world = GeneratedWorld(generator, segmenter, length=samples, seed=options.seed)
+    return dissect(generator, layers, world, engine=options.engine, progress=options.progress)
+
+
+def _dissection_html(result) -> str:
+    frame = result.to_frame()
+    best = (frame.sort_values("iou", ascending=False).groupby("layer", sort=False).head(4)
+            .sort_values(["layer", "iou"], ascending=[True, False]))
+    return ("<h4>GAN Dissection (Bau et al. 2019)</h4><p>Each unit of each layer against the "
+            "segmenter's concept masks on generated images: the IoU of its top 0.5 % "
+            "activations, upsampled, with each concept.</p>"
+            + figure_html(result.plot(), "Unique detectors per category and layer")
+            + "<p>The best units of each layer:</p>"
+            + table_html(best[["layer", "unit", "concept", "category", "iou"]].reset_index(drop=True)))
+
+
+def _pick_concepts(result, layer: str, count: int) -> list[str]:
+    """Object concepts (shape, colour, texture) with the most detector units in ``layer``."""
+    frame = result.to_frame()
+    here = frame[(frame.layer == layer) & frame.detector & (frame.category != "scene")]
+    ranked = here.groupby("concept").iou.agg(["count", "max"]).sort_values(
+        ["count", "max"], ascending=False)
+    return list(ranked.index[:count])
+
+
+def _interventions_html(generator, result, segmenter, data: SectionData, layer: str,
+                        quick: bool) -> tuple[str, dict]:
+    from seethrough.gan.interventions import (
+        ablation_effect,
+        artifact_units,
+        concept_units,
+        insertion_effect,
+    )
+
+    latents = sample_latents(100 if quick else 300, generator.latent_dim, seed=11)
+    units_in = int(result.layers[layer].units)
+    k = min(20, max(1, units_in // 4))
+    rows, facts, effects = [], {}, []
+    for concept in _pick_concepts(result, layer, 2 if quick else 4):
+        units = concept_units(result, layer, concept, k)
+        effect = ablation_effect(generator, segmenter, layer, units, concept, latents)
+        effects.append((effect, units))
+        rows.append({"concept": concept, "units switched off": k,
+                     "pixels removed": effect.removed,
+                     "random units": effect.removed_random})
+    if not rows:
+        return f"<p>No object-concept detectors in {layer}: nothing to ablate.</p>", facts
+    import pandas as pd
+
+    body = (f"<h4>Ablation and insertion in {layer}</h4><p>Switching off the {k} units "
+            f"with the highest IoU for a concept, on {len(latents)} generated images: the share "
+            f"of the concept's pixels (as the segmenter sees them) that disappear, against "
+            f"{k} random units (mean of 5 draws).</p>" + table_html(pd.DataFrame(rows)))
+    best, units = max(effects, key=lambda pair: pair[0].removed)
+    facts["ablation_removed"] = {row["concept"]: round(row["pixels removed"], 3) for row in rows}
+    region = torch.zeros(64, 64, dtype=torch.bool)
+    region[36:60, 4:28] = True
+    shown = latents[:6]
+    from seethrough.circuits.edit import Off, edit
+    from seethrough.gan.figures import image_grid_figure
+
+    with edit(generator, Off(layer, units)):
+        removed_images = generate_images(generator, shown)
+    inserted = insertion_effect(generator, segmenter, layer, units, best.concept, latents, region)
+    body += figure_html(image_grid_figure(
+        [generate_images(generator, shown), removed_images, inserted.edited[:6]],
+        ["generated", f"{best.concept} off", f"{best.concept} on, lower left"]),
+        f"The {k} {best.concept} units of {layer} switched off, then forced on in the lower-left "
+        f"square")
+    body += (f"<p>Forcing them on in the lower-left square (each unit at its mean peak activation): "
+             f"{inserted.inside_before:.0%} → <b>{inserted.inside_after:.0%}</b> of the square shows "
+             f"{best.concept}; outside it {inserted.outside_before:.0%} → "
+             f"{inserted.outside_after:.0%}.</p>")
+    facts["insertion"] = {"concept": best.concept, "inside_before": round(inserted.inside_before, 3),
+                          "inside_after": round(inserted.inside_after, 3)}
+    artifacts = artifact_units(generator, layer, sample_latents(300 if quick else 1000,
+                                                                generator.latent_dim, seed=12),
+                               data.images, k=k)
+    body += (f"<p><b>Artifact units</b> (the paper's method: units ranked by the Fréchet distance "
+             f"of the 10 % of images that activate them most): switching the {k} worst off "
+             f"moves the Fréchet distance of all images {artifacts.distance_before:.1f} → "
+             f"<b>{artifacts.distance_after:.1f}</b> ({k} random units: "
+             f"{artifacts.distance_random:.1f}).</p>")
+    facts["artifacts"] = {"before": round(artifacts.distance_before, 2),
+                          "after": round(artifacts.distance_after, 2),
+                          "random": round(artifacts.distance_random, 2)}
+    return body, facts
+
+
+def _directions_html(generator, segmenter, classifier, layers, quick: bool) -> tuple[str, dict]:
+    import pandas as pd
+
+    from seethrough.errors import InputError
+    from seethrough.gan.directions import conditional, fit_boundary, layer_control, walk
+
+    samples = 1000 if quick else 4000
+    boundaries = {}
+    for attribute in ATTRIBUTES[:3] if quick else ATTRIBUTES:
+        try:
+            boundaries[attribute] = fit_boundary(generator, attribute, segmenter=segmenter,
+                                                 classifier=classifier, samples=samples)
+        except InputError:
+            continue
+    frame = pd.DataFrame([{"attribute": a, "held-out accuracy": b.held_out_accuracy,
+                           "train accuracy": b.train_accuracy, "examples per side": b.positives}
+                          for a, b in boundaries.items()])
+    body = ("<h4>Latent directions (InterFaceGAN, Shen et al. 2020)</h4><p>A linear SVM per "
+            f"attribute on the top and bottom 10 % of {samples} latents, scored on their "
+            "images (shape by ConceptNet, colour, texture and scene by the segmenter); accuracy on "
+            "a held-out 30 %.</p>" + table_html(frame))
+    facts = {"boundaries": {a: round(b.held_out_accuracy, 3) for a, b in boundaries.items()}}
+    names = list(boundaries)
+    if len(names) >= 2:
+        first, second = boundaries[names[0]], boundaries[names[-1]]
+        shown = [names[0], names[-1]]
+        plain = walk(generator, first.normal, shown, segmenter=segmenter, classifier=classifier,
+                     name=names[0])
+        free = walk(generator, conditional(first, second), shown, segmenter=segmenter,
+                    classifier=classifier, name=f"{names[0]} | {names[-1]}")
+        from seethrough.gan.figures import image_grid_figure
+
+        body += figure_html(plain.plot(), f"Moving along the {names[0]} normal")
+        body += figure_html(image_grid_figure(list(plain.images[:3]), ["", "", ""],
+                                              column_titles=[f"{a:+.0f}" for a in plain.alphas]),
+                            f"Three latents moved along the {names[0]} normal")
+        change = {label: (float(w.scores[-1, 1] - w.scores[0, 1]), float(w.scores[-1, 0] - w.scores[0, 0]))
+                  for label, w in (("plain", plain), ("conditional", free))}
+        body += (f"<p>Conditional manipulation: projecting the {names[-1]} normal out of the "
+                 f"{names[0]} one. From −3 to +3, {names[0]} changes by "
+                 f"{change['plain'][1]:+.2f} (plain) and {change['conditional'][1]:+.2f} "
+                 f"(conditional), while {names[-1]} changes by {change['plain'][0]:+.2f} and "
+                 f"<b>{change['conditional'][0]:+.2f}</b>.</p>")
+        facts["walk_monotonic"] = round(plain.monotonic(names[0]), 3)
+        facts["conditional"] = change
+    control = layer_control(generator, layers, segmenter=segmenter, classifier=classifier,
+                            samples=200 if quick else 500)
+    body += ("<h4>Which layer controls what</h4><p>Half of one layer's channels taken from "
+             "another latent's: the share of images whose shape (ConceptNet), main colour or "
+             "scene (segmenter) changes.</p>" + figure_html(control.plot(), control._title()))
+    facts["layer_control"] = control.to_frame().round(3).to_dict("records")
+    return body, facts
+
+
+def _inversion_html(generator, data: SectionData, classifier, quick: bool) -> tuple[str, dict]:
+    import pandas as pd
+
+    from seethrough.errors import WeightsError
+    from seethrough.gan.figures import image_grid_figure
+    from seethrough.gan.inversion import invert, load_encoder
+
+    count, steps = (4, 60) if quick else (8, 300)
+    sets = {"generated": generate_images(generator, sample_latents(count, generator.latent_dim, 21)),
+            "ConceptWorld (unseen)": data.extra.get("world", data.images)[-count:]}
+    if data.extra.get("photos") is not None:
+        sets["photos"] = data.extra["photos"][:count]
+    try:
+        encoder = load_encoder() if getattr(generator, "card", {}).get("name") == "conceptworld_gan" \
+            else None
+    except WeightsError:
+        encoder = None
+    rows, figures = [], []
+    variants = [("zeros", True), ("zeros", False)] + ([("encoder", True)] if encoder else [])
+    for name, images in sets.items():
+        for start, constrain in variants:
+            result = invert(generator, images, steps=steps, constrain=constrain, start=start,
+                            encoder=encoder, classifier=classifier)
+            rows.append({"images": name, "start": start, "latent kept in the prior": constrain,
+                         "pixel MSE": float(result.pixel_error.mean()),
+                         "latent norm": float(result.latents.norm(dim=1).mean())})
+            if start == "zeros" and constrain:
+                figures += [images, result.reconstructions]
+    frame = pd.DataFrame(rows)
+    labels = [label for name in sets for label in (name, "inverted")]
+    body = ("<h4>Inversion</h4><p>Latents found by Adam on pixel error plus ConceptNet "
+            f"features ({steps} steps); kept in the prior's ball of radius √D or not"
+            + (", and started from a learned encoder's guess" if encoder else "")
+            + ". The generator draws its own images back; ConceptWorld images it never drew less "
+              "well; photos, outside its domain, not at all.</p>"
+            + table_html(frame) + figure_html(image_grid_figure(figures, labels),
+                                              "Targets and their inversions (kept in the prior)"))
+    facts = {"inversion_mse": {f"{r['images']} / {r['start']} / "
+                               f"{'prior' if r['latent kept in the prior'] else 'free'}":
+                               round(r["pixel MSE"], 5) for r in rows}}
+    return body, facts
+
+
+def _prior_html(generator, data: SectionData, classifier, quick: bool) -> tuple[str, dict]:
+    from seethrough.gan.prior import prior_comparison
+
+    from seethrough.core.layer_table import stage_layers
+
+    layer = stage_layers(classifier)[-1]
+    units = list(range(4 if quick else 6))
+    comparison = prior_comparison(classifier, layer, units, generator, data.images,
+                                  steps=48 if quick else 128)
+    frame = comparison.to_frame().groupby("method", sort=False)[
+        ["activation", "median_real_activation", "frechet_distance_of_method"]].mean().reset_index()
+    body = ("<h4>A learned prior for feature visualization (Nguyen et al. 2016)</h4><p>Units of "
+            f"the classifier's {layer} rendered by optimising pixels, a Fourier parameterization, "
+            "and the generator's latent: the latent's images stay in the generator's world.</p>"
+            + figure_html(comparison.plot(), comparison._title()) + table_html(frame))
+    return body, {"prior": frame.round(3).to_dict("records")}
+
+
+def section(generator: nn.Module, data: SectionData, options: SectionOptions) -> Section:
+    """The GAN section (see the module docstring)."""
+    if not hasattr(generator, "latent_dim"):
+        return Section(TITLE, "<p>Not a generator.</p>",
+                       notes=["The GAN section needs a generator with latent_dim (e.g. "
+                              "load_model('conceptworld_gan'))."])
+    segmenter, classifier = _tools(data)
+    data.extra.setdefault("classifier", classifier)
+    quick = options.quick
+    layers = options.layers or generator_layers(generator)
+    body, facts = _samples_html(generator, data, quick)
+    facts = {"frechet_distance": facts["frechet_distance"],
+             "frechet_distance_noise": facts["frechet_distance_noise"]}
+    result = _dissection(generator, layers, segmenter, 300 if quick else 1000, options)
+    body += _dissection_html(result)
+    middle = layers[len(layers) // 2]
+    for part in (_interventions_html(generator, result, segmenter, data, middle, quick),
+                 _directions_html(generator, segmenter, classifier, layers, quick),
+                 _inversion_html(generator, data, classifier, quick),
+                 _prior_html(generator, data, classifier, quick)):
+        body += part[0]
+        facts.update(part[1])
+    return Section(TITLE, body, facts=facts)
+
+
+__all__ = ["ATTRIBUTES", "TITLE", "generator_layers", "section"]

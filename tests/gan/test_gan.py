@@ -1,0 +1,279 @@
+"""The GAN family: training is reproducible, the shipped generator is good by its Fréchet
+distance, and dissection, ablation, insertion, directions, inversion and the latent prior hold
+what the papers claim, measured on ConceptWorld."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from seethrough.dissection import dissect
+from seethrough.errors import InputError
+from seethrough.gan.directions import conditional, fit_boundary, layer_control, walk
+from seethrough.gan.interventions import (
+    ablation_effect,
+    concept_units,
+    insertion_effect,
+)
+from seethrough.gan.inversion import invert
+from seethrough.gan.prior import LatentParam, prior_comparison
+from seethrough.gan.quality import frechet_distance, generate_images, generator_quality, sample_latents
+from seethrough.gan.section import generator_layers
+from seethrough.gan.training import train_gan
+from seethrough.gan.world import GeneratedWorld
+from seethrough.models import load_model
+from seethrough.models.generator import build_generator
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _same(model, state, training=False):
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    assert all(m.training == training for m in model.modules())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    assert all(p.requires_grad for p in model.parameters())
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    generator = load_model("conceptworld_gan")
+    segmenter = load_model("conceptworld_segmenter")
+    classifier = load_model("conceptnet")
+    return generator, segmenter, classifier
+
+
+@pytest.fixture(scope="module")
+def world_images():
+    from seethrough.data import ConceptWorld
+
+    return ConceptWorld("val", length=600).batch()["image"]
+
+
+@pytest.fixture(scope="module")
+def dissected(shipped):
+    generator, segmenter, _ = shipped
+    return dissect(generator, ["layer2"], GeneratedWorld(generator, segmenter, length=400, seed=5),
+                   progress=False)
+
+
+def test_tiny_training_is_deterministic_and_learns():
+    options = dict(steps=4, n_train=96, batch_size=16, latent_dim=8, width=4, threads=1,
+                   progress=False, measure=False)
+    first, card = train_gan(seed=3, **options)
+    second, _ = train_gan(seed=3, **options)
+    other, _ = train_gan(seed=4, **options)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(),
+                                                  second.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(first.state_dict().values(),
+                                                      other.state_dict().values()))
+    assert card["history"][0]["loss_d"] != card["history"][-1]["loss_d"]
+    assert "seethrough train-gan --seed 3" in card["training_command"]
+    assert not first.training
+
+
+def test_unknown_training_option_is_one_clear_error():
+    with pytest.raises(InputError, match="unknown GAN training options"):
+        train_gan(stepz=3, measure=False)
+
+
+def test_the_shipped_generator_is_far_better_than_noise_and_than_itself_perturbed(shipped, world_images):
+    generator, _, classifier = shipped
+    quality = generator_quality(generator, world_images, samples=600, classifier=classifier)
+    perturbed = load_model("conceptworld_gan")
+    with torch.no_grad():
+        for parameter in perturbed.parameters():
+            parameter.add_(torch.randn_like(parameter) * parameter.std() * 0.7)
+    worse = generator_quality(perturbed, world_images, samples=600, classifier=classifier)
+    assert quality["frechet_distance"] < quality["frechet_distance_noise"] / 5
+    assert quality["frechet_distance"] < worse["frechet_distance"] / 2
+    assert generator.card["quality"]["frechet_distance"] < generator.card["quality"]["frechet_distance_noise"] / 5
+    # every class is drawn (no collapse onto a few shapes)
+    assert min(quality["class_shares"].values()) > 0.02
+
+
+def test_frechet_distance_matches_the_closed_form_for_gaussians():
+    a = torch.randn(20000, 3, dtype=torch.float64)
+    b = torch.randn(20000, 3, dtype=torch.float64) * 2 + 1
+    # |mu|^2 = 3; traces: 3 + 12 - 2 * 3 * 2 = 3
+    assert abs(frechet_distance(a, b) - 6.0) < 0.25
+
+
+def test_generated_world_is_a_pure_function_of_seed_and_index(shipped):
+    generator, segmenter, _ = shipped
+    one, two = GeneratedWorld(generator, segmenter, 300, seed=1), GeneratedWorld(generator, segmenter, 300, seed=1)
+    assert torch.equal(one[200]["image"], two[200]["image"])
+    assert torch.equal(one[200]["masks"]["shape"], two[200]["masks"]["shape"])
+    assert not torch.equal(one[200]["image"], GeneratedWorld(generator, segmenter, 300, seed=2)[200]["image"])
+
+
+def test_ablating_a_concepts_units_removes_most_of_it_and_random_units_do_not(shipped, dissected):
+    from seethrough.gan.section import _pick_concepts
+
+    generator, segmenter, _ = shipped
+    state = _state(generator)
+    latents = sample_latents(150, generator.latent_dim, seed=9)
+    concepts = _pick_concepts(dissected, "layer2", 2)
+    assert concepts
+    for concept in concepts:
+        units = concept_units(dissected, "layer2", concept, 20)
+        effect = ablation_effect(generator, segmenter, "layer2", units, concept, latents)
+        assert effect.removed >= 0.5, (concept, effect)
+        assert effect.removed > 4 * max(effect.removed_random, 0.02), (concept, effect)
+    _same(generator, state)
+
+
+def test_forcing_units_on_in_a_region_makes_the_concept_appear_there(shipped, dissected):
+    from seethrough.gan.section import _pick_concepts
+
+    generator, segmenter, _ = shipped
+    state = _state(generator)
+    concept = _pick_concepts(dissected, "layer2", 1)[0]
+    units = concept_units(dissected, "layer2", concept, 20)
+    region = torch.zeros(64, 64, dtype=torch.bool)
+    region[36:60, 4:28] = True
+    effect = insertion_effect(generator, segmenter, "layer2", units, concept,
+                              sample_latents(60, generator.latent_dim, seed=4), region)
+    assert effect.inside_after > effect.inside_before + 0.2
+    assert effect.inside_after - effect.inside_before > 2 * (effect.outside_after - effect.outside_before)
+    _same(generator, state)
+
+
+def test_boundaries_beat_chance_and_walks_move_the_attribute(shipped):
+    generator, segmenter, classifier = shipped
+    state = _state(generator)
+    circle = fit_boundary(generator, "shape:circle", segmenter=segmenter, classifier=classifier,
+                          samples=1500)
+    sky = fit_boundary(generator, "scene:sky", segmenter=segmenter, classifier=classifier,
+                       samples=1500)
+    assert circle.held_out_accuracy > 0.8 and sky.held_out_accuracy > 0.8
+    along = walk(generator, circle.normal, ["shape:circle", "scene:sky"], segmenter=segmenter,
+                 classifier=classifier, latents=sample_latents(150, generator.latent_dim, 3))
+    assert along.monotonic("shape:circle") > 0.9
+    assert along.scores[-1, 0] > along.scores[0, 0] + 0.3
+    free = walk(generator, conditional(circle, sky), ["shape:circle", "scene:sky"],
+                segmenter=segmenter, classifier=classifier,
+                latents=sample_latents(150, generator.latent_dim, 3))
+    sky_change = lambda w: abs(float(w.scores[-1, 1] - w.scores[0, 1]))  # noqa: E731
+    assert sky_change(free) <= sky_change(along) + 0.02
+    assert free.scores[-1, 0] > free.scores[0, 0] + 0.2
+    _same(generator, state)
+
+
+def test_layer_control_is_measured_per_layer_and_leaves_the_generator(shipped):
+    generator, segmenter, classifier = shipped
+    state = _state(generator)
+    control = layer_control(generator, generator_layers(generator), segmenter=segmenter,
+                            classifier=classifier, samples=100)
+    assert control.changed.shape == (4, 3)
+    assert ((control.changed >= 0) & (control.changed <= 1)).all()
+    assert control.changed.sum() > 0
+    _same(generator, state)
+
+
+def test_inversion_is_better_in_domain_than_on_photos(shipped):
+    from seethrough.data.photos import sample_photos
+
+    generator, _, classifier = shipped
+    state = _state(generator)
+    own = generate_images(generator, sample_latents(4, generator.latent_dim, 30))
+    photos, _ = sample_photos(size=64)
+    inside = invert(generator, own, steps=80, classifier=classifier)
+    outside = invert(generator, photos[:4], steps=80, classifier=classifier)
+    assert inside.pixel_error.mean() < outside.pixel_error.mean() / 2
+    assert (inside.latents.norm(dim=1) <= generator.latent_dim ** 0.5 + 1e-4).all()
+    _same(generator, state)
+
+
+def test_latent_prior_visualizations_excite_their_units_more_than_the_median_image(shipped, world_images):
+    generator, _, classifier = shipped
+    state = _state(generator)
+    comparison = prior_comparison(classifier, "features.block5", [0, 1, 2], generator,
+                                  world_images[:200], steps=40)
+    latent = comparison.methods.index("latent")
+    assert (comparison.activations[:, latent] > comparison.median_real).all()
+    _same(generator, state)
+
+
+def test_latent_param_cannot_be_set_to_an_image():
+    with pytest.raises(InputError, match="invert it first"):
+        LatentParam(build_generator(8, 4)).set_image(torch.rand(1, 3, 64, 64))
+
+
+def test_generator_layers_and_a_random_generator_dissect():
+    from seethrough.models.segmenter import build_segmenter
+
+    generator = build_generator(16, 8).eval()
+    assert generator_layers(generator) == ["layer1", "layer2", "layer3", "layer4"]
+    result = dissect(generator, ["layer3"], GeneratedWorld(generator, build_segmenter().eval(), 40),
+                     progress=False)
+    assert result.layers["layer3"].units == 16
+
+
+def test_bad_latents_and_concepts_are_one_line_errors():
+    from seethrough.gan.attributes import parse_attribute
+    from seethrough.gan.interventions import concept_label
+
+    with pytest.raises(InputError, match="generator takes 16"):
+        generate_images(build_generator(16, 4), torch.randn(2, 5))
+    with pytest.raises(InputError, match="unknown concept"):
+        concept_label("dragon")
+    with pytest.raises(InputError, match="category:name"):
+        parse_attribute("circle")
+
+
+def test_train_gan_cli_writes_a_card(tmp_path):
+    out = tmp_path / "tiny"
+    done = subprocess.run(
+        [sys.executable, "-m", "seethrough", "train-gan", "--steps", "2", "--n-train", "64",
+         "--batch-size", "8", "--latent-dim", "8", "--width", "4", "--threads", "1",
+         "--out", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert out.with_suffix(".json").is_file() and out.with_suffix(".safetensors").is_file()
+    assert "Fréchet distance" in done.stdout
+
+
+def test_an_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    import seethrough.gan.training as training
+
+    options = dict(steps=6, n_train=64, batch_size=8, latent_dim=8, width=4, threads=1,
+                   progress=False, measure=False, seed=1)
+    whole, _ = train_gan(**options)
+    checkpoint = tmp_path / "run.pt"
+    original = training.progress_bar
+
+    class Interrupted:  # a progress bar whose user presses Ctrl-C before step 4
+        def __init__(self, items, *args, **kwargs):
+            self.bar = original(items, *args, **kwargs)
+
+        def __iter__(self):
+            for step in self.bar:
+                if step == 4:
+                    raise KeyboardInterrupt
+                yield step
+
+        def set_postfix(self, **values):
+            self.bar.set_postfix(**values)
+
+    interrupted = Interrupted
+
+    monkeypatch.setattr(training, "progress_bar", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_gan(checkpoint=checkpoint, checkpoint_every=2, **options)
+    monkeypatch.setattr(training, "progress_bar", original)
+    assert checkpoint.is_file()
+    resumed, card = train_gan(checkpoint=checkpoint, checkpoint_every=2, **options)
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(),
+                                                  resumed.state_dict().values()))
+    assert not checkpoint.exists() and len(card["history"]) == 2
+    with pytest.raises(InputError, match="checkpoint of another run"):
+        train_gan(checkpoint=_write_other_checkpoint(tmp_path), **options)
+
+
+def _write_other_checkpoint(folder):
+    path = folder / "other.pt"
+    torch.save({"seed": 99, "settings": {}}, path)
+    return path
