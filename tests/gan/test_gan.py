@@ -20,7 +20,7 @@ from seethrough.gan.interventions import (
 from seethrough.gan.inversion import invert
 from seethrough.gan.prior import LatentParam, prior_comparison
 from seethrough.gan.quality import frechet_distance, generate_images, generator_quality, sample_latents
-from seethrough.gan.section import generator_layers
+from seethrough.gan.section import ablated_count, generator_layers
 from seethrough.gan.training import train_gan
 from seethrough.gan.world import GeneratedWorld
 from seethrough.models import load_model
@@ -56,7 +56,7 @@ def world_images():
 @pytest.fixture(scope="module")
 def dissected(shipped):
     generator, segmenter, _ = shipped
-    return dissect(generator, ["layer2"], GeneratedWorld(generator, segmenter, length=400, seed=5),
+    return dissect(generator, ["layer3"], GeneratedWorld(generator, segmenter, length=400, seed=5),
                    progress=False)
 
 
@@ -86,13 +86,14 @@ def test_the_shipped_generator_is_far_better_than_noise_and_than_itself_perturbe
     perturbed = load_model("conceptworld_gan")
     with torch.no_grad():
         for parameter in perturbed.parameters():
-            parameter.add_(torch.randn_like(parameter) * parameter.std() * 0.7)
+            parameter.add_(torch.randn_like(parameter) * parameter.std())
     worse = generator_quality(perturbed, world_images, samples=600, classifier=classifier)
-    assert quality["frechet_distance"] < quality["frechet_distance_noise"] / 5
-    assert quality["frechet_distance"] < worse["frechet_distance"] / 2
-    assert generator.card["quality"]["frechet_distance"] < generator.card["quality"]["frechet_distance_noise"] / 5
+    assert quality["frechet_distance"] < quality["frechet_distance_noise"] / 3, quality
+    assert quality["frechet_distance"] < worse["frechet_distance"] / 2, worse
+    card = generator.card["quality"]
+    assert card["frechet_distance"] < card["frechet_distance_noise"] / 3
     # every class is drawn (no collapse onto a few shapes)
-    assert min(quality["class_shares"].values()) > 0.02
+    assert min(quality["class_shares"].values()) > 0.01
 
 
 def test_frechet_distance_matches_the_closed_form_for_gaussians():
@@ -116,11 +117,11 @@ def test_ablating_a_concepts_units_removes_most_of_it_and_random_units_do_not(sh
     generator, segmenter, _ = shipped
     state = _state(generator)
     latents = sample_latents(150, generator.latent_dim, seed=9)
-    concepts = _pick_concepts(dissected, "layer2", 2)
-    assert concepts
+    concepts = _pick_concepts(dissected, "layer3", 2)
+    assert len(concepts) == 2
     for concept in concepts:
-        units = concept_units(dissected, "layer2", concept, 20)
-        effect = ablation_effect(generator, segmenter, "layer2", units, concept, latents)
+        units = concept_units(dissected, "layer3", concept, ablated_count(32))
+        effect = ablation_effect(generator, segmenter, "layer3", units, concept, latents)
         assert effect.removed >= 0.5, (concept, effect)
         assert effect.removed > 4 * max(effect.removed_random, 0.02), (concept, effect)
     _same(generator, state)
@@ -131,35 +132,39 @@ def test_forcing_units_on_in_a_region_makes_the_concept_appear_there(shipped, di
 
     generator, segmenter, _ = shipped
     state = _state(generator)
-    concept = _pick_concepts(dissected, "layer2", 1)[0]
-    units = concept_units(dissected, "layer2", concept, 20)
+    latents = sample_latents(60, generator.latent_dim, seed=4)
+    effects = []
+    for concept in _pick_concepts(dissected, "layer3", 2):
+        units = concept_units(dissected, "layer3", concept, ablated_count(32))
+        effects.append((ablation_effect(generator, segmenter, "layer3", units, concept, latents,
+                                        random_draws=1).removed, concept, units))
+    _, concept, units = max(effects)  # the section inserts its best-ablated concept
     region = torch.zeros(64, 64, dtype=torch.bool)
     region[36:60, 4:28] = True
-    effect = insertion_effect(generator, segmenter, "layer2", units, concept,
-                              sample_latents(60, generator.latent_dim, seed=4), region)
-    assert effect.inside_after > effect.inside_before + 0.2
-    assert effect.inside_after - effect.inside_before > 2 * (effect.outside_after - effect.outside_before)
+    effect = insertion_effect(generator, segmenter, "layer3", units, concept, latents, region)
+    assert effect.inside_after > effect.inside_before + 0.3, effect
+    assert effect.inside_after - effect.inside_before > 5 * (effect.outside_after - effect.outside_before)
     _same(generator, state)
 
 
 def test_boundaries_beat_chance_and_walks_move_the_attribute(shipped):
     generator, segmenter, classifier = shipped
     state = _state(generator)
-    circle = fit_boundary(generator, "shape:circle", segmenter=segmenter, classifier=classifier,
+    red = fit_boundary(generator, "colour:red", segmenter=segmenter, classifier=classifier,
                           samples=1500)
     sky = fit_boundary(generator, "scene:sky", segmenter=segmenter, classifier=classifier,
                        samples=1500)
-    assert circle.held_out_accuracy > 0.8 and sky.held_out_accuracy > 0.8
-    along = walk(generator, circle.normal, ["shape:circle", "scene:sky"], segmenter=segmenter,
+    assert red.held_out_accuracy > 0.8 and sky.held_out_accuracy > 0.8
+    along = walk(generator, red.normal, ["colour:red", "scene:sky"], segmenter=segmenter,
                  classifier=classifier, latents=sample_latents(150, generator.latent_dim, 3))
-    assert along.monotonic("shape:circle") > 0.9
-    assert along.scores[-1, 0] > along.scores[0, 0] + 0.3
-    free = walk(generator, conditional(circle, sky), ["shape:circle", "scene:sky"],
+    assert along.monotonic("colour:red") > 0.9
+    assert along.scores[-1, 0] > 5 * along.scores[0, 0] + 0.02
+    free = walk(generator, conditional(red, sky), ["colour:red", "scene:sky"],
                 segmenter=segmenter, classifier=classifier,
                 latents=sample_latents(150, generator.latent_dim, 3))
     sky_change = lambda w: abs(float(w.scores[-1, 1] - w.scores[0, 1]))  # noqa: E731
-    assert sky_change(free) <= sky_change(along) + 0.02
-    assert free.scores[-1, 0] > free.scores[0, 0] + 0.2
+    assert sky_change(free) < sky_change(along) / 2  # red and sky are entangled: conditioning helps
+    assert free.scores[-1, 0] > 5 * free.scores[0, 0] + 0.02
     _same(generator, state)
 
 

@@ -83,8 +83,9 @@ def invert(generator: nn.Module, images: torch.Tensor, *, steps: int = 300, lr: 
     """Latents whose images match ``images`` (N, 3, 64, 64); see the module docstring.
 
     Args:
-        start: ``"zeros"`` (the prior's mean), ``"encoder"`` (``encoder``'s guess, default the
-            shipped one), or a tensor (N, D) of starting latents.
+        start: ``"zeros"`` (the prior's mean), ``"random"`` (a draw from the prior, seeded:
+            its norm is near ``sqrt(D)``, so the constraint binds), ``"encoder"``
+            (``encoder``'s guess, default the shipped one), or a tensor (N, D) of latents.
         feature_weight: weight of the ConceptNet feature term (0 for pixels only).
     """
     images = check_images(images, name="images to invert")
@@ -93,12 +94,15 @@ def invert(generator: nn.Module, images: torch.Tensor, *, steps: int = 300, lr: 
         latents, start_name = start.detach().clone().float(), "given"
     elif start == "zeros":
         latents, start_name = torch.zeros(len(images), dim), "zeros"
+    elif start == "random":
+        draws = torch.Generator().manual_seed(0)
+        latents, start_name = torch.randn(len(images), dim, generator=draws), "random"
     elif start == "encoder":
         encoder = encoder or load_encoder()
         with torch.no_grad():
             latents, start_name = encoder(images).detach(), "encoder"
     else:
-        raise InputError(f"start is 'zeros', 'encoder' or a tensor of latents, not {start!r}")
+        raise InputError(f"start is 'zeros', 'random', 'encoder' or a tensor of latents, not {start!r}")
     if latents.shape != (len(images), dim):
         raise InputError(f"starting latents must be ({len(images)}, {dim}), not {tuple(latents.shape)}")
     features = None
@@ -182,7 +186,8 @@ def train_encoder(generator: nn.Module, *, steps: int = 3000, batch_size: int = 
     card = {"architecture": f"Encoder: 4 strided convs ({width}-{8 * width}), linear to "
                             f"{generator.latent_dim}", "steps": steps, "batch_size": batch_size,
             "lr": lr, "latent_dim": generator.latent_dim, "image_weight": image_weight, "width": width, "seed": seed,
-            "history": history, "train_seconds": round(time.perf_counter() - started, 1),
+            "history": history, "threads": torch.get_num_threads(),
+            "train_seconds": round(time.perf_counter() - started, 1),
             "torch": torch.__version__}
     return encoder.eval(), card
 

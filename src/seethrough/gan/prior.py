@@ -27,7 +27,9 @@ from seethrough.gan.result import FieldResult
 
 class LatentParam(ImageParam):
     """Images ``generator(z)`` of optimisable latents ``z`` (N, D), kept inside the ball of
-    radius ``sqrt(D)`` after every step (``project``) so that they stay in the prior's range."""
+    radius ``sqrt(D)`` after every step (``project``) so that they stay in the prior's range.
+    It puts the generator in eval mode with frozen weights: make it inside
+    ``seethrough.preserve.preserve(generator)`` to have them back afterwards."""
 
     kind = "latent"
 
@@ -103,8 +105,8 @@ def prior_comparison(model: nn.Module, layer: str, units: list[int], generator: 
     images = torch.zeros(len(units), len(methods), 3, 64, 64)
     objective = obj.channel(layer, units)
     for m, method in enumerate(methods):
-        param = LatentParam(generator, len(units), seed=seed) if method == "latent" else method
         with preserve(generator):
+            param = LatentParam(generator, len(units), seed=seed) if method == "latent" else method
             result = visualize(model, objective, steps=steps, size=64, batch=len(units), seed=seed,
                                param=param, progress=False)
         images[:, m] = result.images

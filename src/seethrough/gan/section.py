@@ -24,8 +24,8 @@ from seethrough.viz.html import figure_html, table_html
 
 TITLE = "GANs"
 #: attributes whose latent boundaries the section fits (InterFaceGAN)
-ATTRIBUTES = ("shape:circle", "shape:square", "colour:red", "colour:blue", "scene:sky",
-              "texture:stripes_vertical")
+ATTRIBUTES = ("colour:red", "colour:blue", "scene:sky", "scene:room", "shape:circle",
+              "shape:square")
 
 
 def generator_layers(generator: nn.Module) -> list[str]:
@@ -85,10 +85,16 @@ def _dissection_html(result) -> str:
             + table_html(best[["layer", "unit", "concept", "category", "iou"]].reset_index(drop=True)))
 
 
+def ablated_count(units: int) -> int:
+    """Units switched off per concept: an eighth of the layer, at most 20 (Bau et al.: 20 of 512)."""
+    return min(20, max(1, units // 8))
+
+
 def _pick_concepts(result, layer: str, count: int) -> list[str]:
-    """Object concepts (shape, colour, texture) with the most detector units in ``layer``."""
+    """Object concepts (shape and colour: things with an extent that can be removed or
+    inserted) with the most detector units in ``layer``."""
     frame = result.to_frame()
-    here = frame[(frame.layer == layer) & frame.detector & (frame.category != "scene")]
+    here = frame[(frame.layer == layer) & frame.detector & frame.category.isin(["shape", "colour"])]
     ranked = here.groupby("concept").iou.agg(["count", "max"]).sort_values(
         ["count", "max"], ascending=False)
     return list(ranked.index[:count])
@@ -105,9 +111,9 @@ def _interventions_html(generator, result, segmenter, data: SectionData, layer: 
 
     latents = sample_latents(100 if quick else 300, generator.latent_dim, seed=11)
     units_in = int(result.layers[layer].units)
-    k = min(20, max(1, units_in // 4))
+    k = ablated_count(units_in)
     rows, facts, effects = [], {}, []
-    for concept in _pick_concepts(result, layer, 2 if quick else 4):
+    for concept in _pick_concepts(result, layer, 3 if quick else 4):
         units = concept_units(result, layer, concept, k)
         effect = ablation_effect(generator, segmenter, layer, units, concept, latents)
         effects.append((effect, units))
@@ -122,27 +128,30 @@ def _interventions_html(generator, result, segmenter, data: SectionData, layer: 
             f"with the highest IoU for a concept, on {len(latents)} generated images: the share "
             f"of the concept's pixels (as the segmenter sees them) that disappear, against "
             f"{k} random units (mean of 5 draws).</p>" + table_html(pd.DataFrame(rows)))
-    best, units = max(effects, key=lambda pair: pair[0].removed)
     facts["ablation_removed"] = {row["concept"]: round(row["pixels removed"], 3) for row in rows}
     region = torch.zeros(64, 64, dtype=torch.bool)
     region[36:60, 4:28] = True
+    insertions = [(insertion_effect(generator, segmenter, layer, units, effect.concept, latents,
+                                    region), units) for effect, units in effects]
+    body += ("<p>Forcing the same units on in the lower-left square (each at its mean peak "
+             "activation): the share of the square, and of the rest, that shows the concept.</p>"
+             + table_html(pd.DataFrame([{
+                 "concept": inserted.concept, "square before": inserted.inside_before,
+                 "square after": inserted.inside_after, "outside before": inserted.outside_before,
+                 "outside after": inserted.outside_after} for inserted, _ in insertions])))
+    inserted, units = max(insertions, key=lambda pair: pair[0].inside_after - pair[0].inside_before)
     shown = latents[:6]
     from seethrough.circuits.edit import Off, edit
     from seethrough.gan.figures import image_grid_figure
 
     with edit(generator, Off(layer, units)):
         removed_images = generate_images(generator, shown)
-    inserted = insertion_effect(generator, segmenter, layer, units, best.concept, latents, region)
+    concept = inserted.concept
     body += figure_html(image_grid_figure(
         [generate_images(generator, shown), removed_images, inserted.edited[:6]],
-        ["generated", f"{best.concept} off", f"{best.concept} on, lower left"]),
-        f"The {k} {best.concept} units of {layer} switched off, then forced on in the lower-left "
-        f"square")
-    body += (f"<p>Forcing them on in the lower-left square (each unit at its mean peak activation): "
-             f"{inserted.inside_before:.0%} → <b>{inserted.inside_after:.0%}</b> of the square shows "
-             f"{best.concept}; outside it {inserted.outside_before:.0%} → "
-             f"{inserted.outside_after:.0%}.</p>")
-    facts["insertion"] = {"concept": best.concept, "inside_before": round(inserted.inside_before, 3),
+        ["generated", f"{concept} off", f"{concept} on, lower left"]),
+        f"The {k} {concept} units of {layer} switched off, then forced on in the lower-left square")
+    facts["insertion"] = {"concept": concept, "inside_before": round(inserted.inside_before, 3),
                           "inside_after": round(inserted.inside_after, 3)}
     artifacts = artifact_units(generator, layer, sample_latents(300 if quick else 1000,
                                                                 generator.latent_dim, seed=12),
@@ -230,7 +239,7 @@ def _inversion_html(generator, data: SectionData, classifier, quick: bool) -> tu
     except WeightsError:
         encoder = None
     rows, figures = [], []
-    variants = [("zeros", True), ("zeros", False)] + ([("encoder", True)] if encoder else [])
+    variants = [("random", True), ("random", False)] + ([("encoder", True)] if encoder else [])
     for name, images in sets.items():
         for start, constrain in variants:
             result = invert(generator, images, steps=steps, constrain=constrain, start=start,
@@ -238,12 +247,13 @@ def _inversion_html(generator, data: SectionData, classifier, quick: bool) -> tu
             rows.append({"images": name, "start": start, "latent kept in the prior": constrain,
                          "pixel MSE": float(result.pixel_error.mean()),
                          "latent norm": float(result.latents.norm(dim=1).mean())})
-            if start == "zeros" and constrain:
+            if start == "random" and constrain:
                 figures += [images, result.reconstructions]
     frame = pd.DataFrame(rows)
     labels = [label for name in sets for label in (name, "inverted")]
     body = ("<h4>Inversion</h4><p>Latents found by Adam on pixel error plus ConceptNet "
-            f"features ({steps} steps); kept in the prior's ball of radius √D or not"
+            f"features ({steps} steps) from a random draw of the prior; kept in the prior's ball "
+            "of radius √D or not"
             + (", and started from a learned encoder's guess" if encoder else "")
             + ". The generator draws its own images back; ConceptWorld images it never drew less "
               "well; photos, outside its domain, not at all.</p>"
