@@ -156,12 +156,12 @@ def test_boundaries_beat_chance_and_walks_move_the_attribute(shipped):
                        samples=1500)
     assert red.held_out_accuracy > 0.8 and sky.held_out_accuracy > 0.8
     along = walk(generator, red.normal, ["colour:red", "scene:sky"], segmenter=segmenter,
-                 classifier=classifier, latents=sample_latents(150, generator.latent_dim, 3))
+                 classifier=classifier, latents=sample_latents(60, generator.latent_dim, 3))
     assert along.monotonic("colour:red") > 0.9
     assert along.scores[-1, 0] > 5 * along.scores[0, 0] + 0.02
     free = walk(generator, conditional(red, sky), ["colour:red", "scene:sky"],
                 segmenter=segmenter, classifier=classifier,
-                latents=sample_latents(150, generator.latent_dim, 3))
+                latents=sample_latents(60, generator.latent_dim, 3))
     sky_change = lambda w: abs(float(w.scores[-1, 1] - w.scores[0, 1]))  # noqa: E731
     assert sky_change(free) < sky_change(along) / 2  # red and sky are entangled: conditioning helps
     assert free.scores[-1, 0] > 5 * free.scores[0, 0] + 0.02
@@ -172,7 +172,7 @@ def test_layer_control_is_measured_per_layer_and_leaves_the_generator(shipped):
     generator, segmenter, classifier = shipped
     state = _state(generator)
     control = layer_control(generator, generator_layers(generator), segmenter=segmenter,
-                            classifier=classifier, samples=100)
+                            classifier=classifier, samples=50)
     assert control.changed.shape == (4, 3)
     assert ((control.changed >= 0) & (control.changed <= 1)).all()
     assert control.changed.sum() > 0
@@ -184,10 +184,10 @@ def test_inversion_is_better_in_domain_than_on_photos(shipped):
 
     generator, _, classifier = shipped
     state = _state(generator)
-    own = generate_images(generator, sample_latents(4, generator.latent_dim, 30))
+    own = generate_images(generator, sample_latents(3, generator.latent_dim, 30))
     photos, _ = sample_photos(size=64)
-    inside = invert(generator, own, steps=80, classifier=classifier)
-    outside = invert(generator, photos[:4], steps=80, classifier=classifier)
+    inside = invert(generator, own, steps=40, classifier=classifier)
+    outside = invert(generator, photos[:3], steps=40, classifier=classifier)
     assert inside.pixel_error.mean() < outside.pixel_error.mean() / 2
     assert (inside.latents.norm(dim=1) <= generator.latent_dim ** 0.5 + 1e-4).all()
     _same(generator, state)

@@ -48,7 +48,7 @@ def _tools(data: SectionData) -> tuple[nn.Module, nn.Module]:
 def _samples_html(generator: nn.Module, data: SectionData, quick: bool) -> tuple[str, dict]:
     from seethrough.gan.figures import image_grid_figure
 
-    quality = generator_quality(generator, data.images, samples=500 if quick else 2000,
+    quality = generator_quality(generator, data.images, samples=300 if quick else 2000,
                                 classifier=data.extra.get("classifier"))
     images = generate_images(generator, sample_latents(24, generator.latent_dim, seed=3))
     shares = ", ".join(f"{name} {share:.0%}" for name, share in quality["class_shares"].items())
@@ -109,13 +109,14 @@ def _interventions_html(generator, result, segmenter, data: SectionData, layer: 
         insertion_effect,
     )
 
-    latents = sample_latents(100 if quick else 300, generator.latent_dim, seed=11)
+    latents = sample_latents(40 if quick else 300, generator.latent_dim, seed=11)
     units_in = int(result.layers[layer].units)
     k = ablated_count(units_in)
     rows, facts, effects = [], {}, []
     for concept in _pick_concepts(result, layer, 3 if quick else 4):
         units = concept_units(result, layer, concept, k)
-        effect = ablation_effect(generator, segmenter, layer, units, concept, latents)
+        effect = ablation_effect(generator, segmenter, layer, units, concept, latents,
+                                 random_draws=2 if quick else 5)
         effects.append((effect, units))
         rows.append({"concept": concept, "units switched off": k,
                      "pixels removed": effect.removed,
@@ -127,7 +128,7 @@ def _interventions_html(generator, result, segmenter, data: SectionData, layer: 
     body = (f"<h4>Ablation and insertion in {layer}</h4><p>Switching off the {k} units "
             f"with the highest IoU for a concept, on {len(latents)} generated images: the share "
             f"of the concept's pixels (as the segmenter sees them) that disappear, against "
-            f"{k} random units (mean of 5 draws).</p>" + table_html(pd.DataFrame(rows)))
+            f"{k} random units (mean of {2 if quick else 5} draws).</p>" + table_html(pd.DataFrame(rows)))
     facts["ablation_removed"] = {row["concept"]: round(row["pixels removed"], 3) for row in rows}
     region = torch.zeros(64, 64, dtype=torch.bool)
     region[36:60, 4:28] = True
@@ -153,7 +154,7 @@ def _interventions_html(generator, result, segmenter, data: SectionData, layer: 
         f"The {k} {concept} units of {layer} switched off, then forced on in the lower-left square")
     facts["insertion"] = {"concept": concept, "inside_before": round(inserted.inside_before, 3),
                           "inside_after": round(inserted.inside_after, 3)}
-    artifacts = artifact_units(generator, layer, sample_latents(300 if quick else 1000,
+    artifacts = artifact_units(generator, layer, sample_latents(100 if quick else 1000,
                                                                 generator.latent_dim, seed=12),
                                data.images, k=k)
     body += (f"<p><b>Artifact units</b> (the paper's method: units ranked by the Fréchet distance "
@@ -173,9 +174,9 @@ def _directions_html(generator, segmenter, classifier, layers, quick: bool) -> t
     from seethrough.errors import InputError
     from seethrough.gan.directions import conditional, fit_boundary, layer_control, walk
 
-    samples = 1000 if quick else 4000
+    samples = 400 if quick else 4000
     boundaries = {}
-    for attribute in ATTRIBUTES[:3] if quick else ATTRIBUTES:
+    for attribute in ATTRIBUTES[:2] if quick else ATTRIBUTES:
         try:
             boundaries[attribute] = fit_boundary(generator, attribute, segmenter=segmenter,
                                                  classifier=classifier, samples=samples)
@@ -193,10 +194,11 @@ def _directions_html(generator, segmenter, classifier, layers, quick: bool) -> t
     if len(names) >= 2:
         first, second = boundaries[names[0]], boundaries[names[-1]]
         shown = [names[0], names[-1]]
+        walkers = sample_latents(60 if quick else 500, generator.latent_dim, seed=1)
         plain = walk(generator, first.normal, shown, segmenter=segmenter, classifier=classifier,
-                     name=names[0])
+                     name=names[0], latents=walkers)
         free = walk(generator, conditional(first, second), shown, segmenter=segmenter,
-                    classifier=classifier, name=f"{names[0]} | {names[-1]}")
+                    classifier=classifier, name=f"{names[0]} | {names[-1]}", latents=walkers)
         from seethrough.gan.figures import image_grid_figure
 
         body += figure_html(plain.plot(), f"Moving along the {names[0]} normal")
@@ -213,7 +215,7 @@ def _directions_html(generator, segmenter, classifier, layers, quick: bool) -> t
         facts["walk_monotonic"] = round(plain.monotonic(names[0]), 3)
         facts["conditional"] = change
     control = layer_control(generator, layers, segmenter=segmenter, classifier=classifier,
-                            samples=200 if quick else 500)
+                            samples=60 if quick else 500)
     body += ("<h4>Which layer controls what</h4><p>Half of one layer's channels taken from "
              "another latent's: the share of images whose shape (ConceptNet), main colour or "
              "scene (segmenter) changes.</p>" + figure_html(control.plot(), control._title()))
@@ -228,7 +230,7 @@ def _inversion_html(generator, data: SectionData, classifier, quick: bool) -> tu
     from seethrough.gan.figures import image_grid_figure
     from seethrough.gan.inversion import invert, load_encoder
 
-    count, steps = (4, 60) if quick else (8, 300)
+    count, steps = (2, 20) if quick else (8, 300)
     sets = {"generated": generate_images(generator, sample_latents(count, generator.latent_dim, 21)),
             "ConceptWorld (unseen)": data.extra.get("world", data.images)[-count:]}
     if data.extra.get("photos") is not None:
@@ -271,9 +273,9 @@ def _prior_html(generator, data: SectionData, classifier, quick: bool) -> tuple[
     from seethrough.core.layer_table import stage_layers
 
     layer = stage_layers(classifier)[-1]
-    units = list(range(4 if quick else 6))
+    units = list(range(2 if quick else 6))
     comparison = prior_comparison(classifier, layer, units, generator, data.images,
-                                  steps=48 if quick else 128)
+                                  steps=16 if quick else 128)
     frame = comparison.to_frame().groupby("method", sort=False)[
         ["activation", "median_real_activation", "frechet_distance_of_method"]].mean().reset_index()
     body = ("<h4>A learned prior for feature visualization (Nguyen et al. 2016)</h4><p>Units of "
@@ -296,7 +298,7 @@ def section(generator: nn.Module, data: SectionData, options: SectionOptions) ->
     body, facts = _samples_html(generator, data, quick)
     facts = {"frechet_distance": facts["frechet_distance"],
              "frechet_distance_noise": facts["frechet_distance_noise"]}
-    result = _dissection(generator, layers, segmenter, 300 if quick else 1000, options)
+    result = _dissection(generator, layers, segmenter, 120 if quick else 1000, options)
     body += _dissection_html(result)
     middle = layers[len(layers) // 2]
     for part in (_interventions_html(generator, result, segmenter, data, middle, quick),
