@@ -9,6 +9,7 @@ from seethrough.circuits.handmade import (
     DESIGN,
     PartsProbe,
     circles_and_squares,
+    corner_unit,
     curve_unit,
     edge_unit,
     handmade_net,
@@ -37,7 +38,7 @@ def test_accuracy_on_conceptworld_circles_and_squares(model):
     assert len(labels) == 427
     with torch.no_grad():
         accuracy = (model(images).argmax(1) == labels).float().mean().item()
-    assert accuracy >= 0.9  # measured 0.916 (the goal: 0.9)
+    assert accuracy >= 0.9  # measured 0.930 (the goal: 0.9; ConceptWorld test: 0.907)
 
 
 def test_dissection_labels_colour_and_shape_units(model):
@@ -48,39 +49,47 @@ def test_dissection_labels_colour_and_shape_units(model):
                                                       "black"]
     assert sum(colours[unit][0] == concept for unit, concept, _ in DESIGN["conv1"][:6]) >= 5
     # `fill` spreads each conv3 shape unit over the disc or box it found, where its kind wins
-    # (conv3 itself answers only at an object's centre: IoU 0.01-0.04, 3 of 12 square units
-    # square, no circle unit circle). Measured on `fill`: 5 of the 12 square units are labelled
-    # square (IoU 0.070-0.120; the others orange, red, cyan, gravel), square is among the top
-    # three concepts of 11 of them, and every one overlaps squares (0.027-0.120) more than
-    # circles (0-0.022). The circle units overlap circles (0.025-0.091) and never squares (0),
-    # but NONE is labelled circle: grass, red, gravel, ring, gravel. They answer ConceptWorld's
-    # rings (the same round outline) as strongly as circles, so their top regions are rings and
-    # objects of all colours and textures; only unit 1 has circle as its best shape concept.
+    # (conv3 itself answers only at an object's centre, a small blob). Measured on `fill`: all 5
+    # circle units are labelled circle (IoU 0.053-0.151) and 8 of the 12 square units square
+    # (IoU 0.098-0.143; the others stripes_vertical three times and cyan, with square second or
+    # third, 0.061-0.105). Hole units keep rings out of the circle units (ring IoU 0-0.019; 0.03-
+    # 0.085 without them, when no circle unit was labelled circle), and weighing colour edges
+    # 0.3 against luminance ones keeps their top regions from being objects of one colour.
     iou, names = result.iou("fill"), result.vocabulary.names
-    circle, square = names.index("circle"), names.index("square")
+    circle, square, ring = (names.index(concept) for concept in ("circle", "square", "ring"))
     shapes = labelled(result, "fill")
     squares = [unit for unit, concept, _ in DESIGN["fill"] if concept == "square"]
     circles = [unit for unit, concept, _ in DESIGN["fill"] if concept == "circle"]
-    assert sum(shapes[unit][0] == "square" for unit in squares) >= 5
-    assert sum(square in iou[unit].topk(3).indices for unit in squares) >= 10
+    assert sum(shapes[unit][0] == "circle" for unit in circles) >= 4  # a majority of 5: 5
+    assert sum(shapes[unit][0] == "square" for unit in squares) >= 7  # a majority of 12: 8
+    assert all(square in iou[unit].topk(3).indices for unit in squares)
     assert all(iou[unit, square] > iou[unit, circle] for unit in squares)
-    assert all(iou[unit, circle] > 0.02 and iou[unit, square] < 0.005 for unit in circles)
+    assert all(iou[unit, circle] > max(0.04, iou[unit, square], 2 * iou[unit, ring])
+               for unit in circles)
 
 
-def test_dissection_labels_edge_side_curve_units(model):
+def test_dissection_labels_edge_side_curve_corner_units(model):
     result = dissect(model, ["conv1", "conv2"], PartsProbe(96), progress=False)
     edges = labelled(result, "conv1")
     designed = [(unit, concept) for unit, concept, _ in DESIGN["conv1"] if concept.startswith("edge")]
     assert all(edges[unit][0] == concept for unit, concept in designed)  # 24 of 24, IoU 0.08-0.15
-    # among the part concepts, side units are sides and the diagonal curve units curves (the
-    # curves at 0, 90, 180, 270 degrees have horizontal or vertical tangents, like sides)
+    # among the part concepts, side units are sides, corner units corners and the diagonal curve
+    # units curves (the curves at 0, 90, 180, 270 degrees have horizontal or vertical tangents,
+    # like sides)
     iou, names = result.iou("conv2"), result.vocabulary.names
     side, corner, curve = (names.index(concept) for concept in ("side", "corner", "curve"))
     for unit, concept, _ in DESIGN["conv2"]:
         if concept == "side":
             assert iou[unit, side] > max(iou[unit, corner], iou[unit, curve])
+        elif concept == "corner":
+            assert iou[unit, corner] > 2 * max(iou[unit, side], iou[unit, curve])
         elif unit in {curve_unit(middle) for middle in (45, 135, 225, 315)}:
             assert iou[unit, curve] > max(iou[unit, side], iou[unit, corner])
+    # and Network Dissection labels every corner unit corner, of all concepts (edges included):
+    # measured 12 of 12, IoU 0.055-0.070 (the runner-up an edge, 0.024-0.056)
+    parts = labelled(result, "conv2")
+    corners = [unit for unit, concept, _ in DESIGN["conv2"] if concept == "corner"]
+    assert sum(parts[unit][0] == "corner" for unit in corners) >= 10
 
 
 def test_feature_visualization_draws_edges_and_colours(model):
@@ -114,8 +123,20 @@ def test_circuit_weights_show_the_wiring(model):
         strongest = excitation[curve_unit(middle)].topk(6).indices.tolist()
         tangent = (middle + 90) % 180
         assert set(strongest) == {edge_unit(c, tangent, p) for c in channels for p in (1, -1)}
-    parts = weights.circuit_weights(model, "conv2", "conv3").clamp(min=0).sum((2, 3))
-    sides = {unit for unit, concept, _ in DESIGN["conv2"] if concept == "side"}
-    for unit, concept, _ in DESIGN["conv3"]:  # squares read sides only, circles curves only
-        reads = set(parts[unit].nonzero().flatten().tolist())
-        assert (reads <= sides) if concept == "square" else (reads.isdisjoint(sides) and reads)
+    for at in (45, 225):  # a corner of the two edges of its sides (0 and 90 degrees)
+        strongest = excitation[corner_unit(at, 0)].topk(12).indices.tolist()
+        assert set(strongest) == {edge_unit(c, o, p) for c in channels for o in (0, 90)
+                                  for p in (1, -1)}
+    wiring = weights.circuit_weights(model, "conv2", "conv3").sum((2, 3))
+    kinds = {concept: {unit for unit, c, _ in DESIGN["conv2"] if c == concept}
+             for concept in ("side", "curve", "corner", "hole")}
+    for unit, concept, _ in DESIGN["conv3"]:
+        # squares read sides and corners, circles curves; both are inhibited by hole units only
+        reads = set(wiring[unit].clamp(min=0).nonzero().flatten().tolist())
+        inhibited = set((-wiring[unit]).clamp(min=0).nonzero().flatten().tolist())
+        if concept == "square":
+            assert reads == {u for u in kinds["side"] | kinds["corner"] if wiring[unit, u] > 0}
+            assert reads & kinds["side"] and reads & kinds["corner"]
+        else:
+            assert reads and reads <= kinds["curve"]
+        assert inhibited and inhibited <= kinds["hole"]
