@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     for key, value in DEFAULTS.items():
         parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value,
                             help=f"default: {value}")
+    parser.add_argument("--measure-samples", type=int, default=2000,
+                        help="generated and real images for the card's Fréchet distance "
+                        "(default 2000)")
     parser.add_argument("--encoder", action="store_true",
                         help="train an encoder for --generator instead of a generator")
     parser.add_argument("--generator", default="conceptworld_gan",
@@ -49,7 +52,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"encoder trained in {card['train_seconds']:.0f} s; wrote {args.out}.safetensors "
               f"and {args.out}.json")
         return 0
+    if args.measure_samples < 2:
+        from seethrough.errors import InputError
+
+        raise InputError("--measure-samples must be at least 2 (a covariance needs two images)")
     _, card = train_gan(seed=args.seed, out=args.out, checkpoint=f"{args.out}.checkpoint.pt",
+                        measure_samples=args.measure_samples,
                         **{key: getattr(args, key) for key in DEFAULTS})
     quality = card["quality"]
     print(f"Fréchet distance {quality['frechet_distance']:.1f} (noise "

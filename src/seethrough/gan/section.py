@@ -113,7 +113,7 @@ def _interventions_html(generator, result, segmenter, data: SectionData, layer: 
     units_in = int(result.layers[layer].units)
     k = ablated_count(units_in)
     rows, facts, effects = [], {}, []
-    for concept in _pick_concepts(result, layer, 3 if quick else 4):
+    for concept in _pick_concepts(result, layer, 2 if quick else 4):
         units = concept_units(result, layer, concept, k)
         effect = ablation_effect(generator, segmenter, layer, units, concept, latents,
                                  random_draws=2 if quick else 5)
@@ -174,7 +174,7 @@ def _directions_html(generator, segmenter, classifier, layers, quick: bool) -> t
     from seethrough.errors import InputError
     from seethrough.gan.directions import conditional, fit_boundary, layer_control, walk
 
-    samples = 400 if quick else 4000
+    samples = 300 if quick else 4000
     boundaries = {}
     for attribute in ATTRIBUTES[:2] if quick else ATTRIBUTES:
         try:
@@ -194,7 +194,7 @@ def _directions_html(generator, segmenter, classifier, layers, quick: bool) -> t
     if len(names) >= 2:
         first, second = boundaries[names[0]], boundaries[names[-1]]
         shown = [names[0], names[-1]]
-        walkers = sample_latents(60 if quick else 500, generator.latent_dim, seed=1)
+        walkers = sample_latents(30 if quick else 500, generator.latent_dim, seed=1)
         plain = walk(generator, first.normal, shown, segmenter=segmenter, classifier=classifier,
                      name=names[0], latents=walkers)
         free = walk(generator, conditional(first, second), shown, segmenter=segmenter,
@@ -215,7 +215,7 @@ def _directions_html(generator, segmenter, classifier, layers, quick: bool) -> t
         facts["walk_monotonic"] = round(plain.monotonic(names[0]), 3)
         facts["conditional"] = change
     control = layer_control(generator, layers, segmenter=segmenter, classifier=classifier,
-                            samples=60 if quick else 500)
+                            samples=40 if quick else 500)
     body += ("<h4>Which layer controls what</h4><p>Half of one layer's channels taken from "
              "another latent's: the share of images whose shape (ConceptNet), main colour or "
              "scene (segmenter) changes.</p>" + figure_html(control.plot(), control._title()))

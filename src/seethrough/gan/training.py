@@ -8,7 +8,8 @@ statistics are re-estimated over many batches ("standing statistics") so that ev
 every image depends on its own latent only, draws images like training mode does.
 
 Example:
-    >>> generator, card = train_gan(steps=2, n_train=128, out=None, progress=False, measure=False)
+    >>> generator, card = train_gan(steps=2, n_train=16, batch_size=8, latent_dim=8, width=4,
+    ...                             out=None, progress=False, measure=False)
     >>> card["steps"], generator(torch.randn(1, generator.latent_dim)).shape
     (2, torch.Size([1, 3, 64, 64]))
 """
@@ -71,15 +72,16 @@ def _resume(checkpoint: Path | None, seed: int, settings: dict) -> dict | None:
 
 
 def train_gan(*, seed: int = 0, out: str | Path | None = None, progress: bool | None = None,
-              measure: bool = True, checkpoint: str | Path | None = None,
+              measure: bool = True, measure_samples: int = 2000,
+              checkpoint: str | Path | None = None,
               checkpoint_every: int = 250, **options) -> tuple[Generator, dict]:
     """Train a DCGAN on ConceptWorld; write ``OUT.safetensors`` and ``OUT.json`` unless ``out``
     is None; return the generator (eval mode) and its card.
 
     Args:
         seed: the initialisation, batch order and latents.
-        measure: put the generator's quality in the card (``generator_quality`` against 2,000
-            ConceptWorld validation images).
+        measure: put the generator's quality in the card (``generator_quality`` of
+            ``measure_samples`` generated images against as many ConceptWorld validation images).
         checkpoint: a file to save the whole training state to every ``checkpoint_every``
             steps (atomically); a run with the same seed and options resumes from it and ends
             with the same weights as an uninterrupted one. Removed when the run ends.
@@ -140,7 +142,7 @@ def train_gan(*, seed: int = 0, out: str | Path | None = None, progress: bool | 
                     "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
                     "optimize_g": optimize_g.state_dict(), "optimize_d": optimize_d.state_dict(),
                     "draws": draws.get_state(), "seconds": spent + time.perf_counter() - started})
-        standing_statistics(generator, seed=seed)
+        standing_statistics(generator, batch_size=settings["batch_size"], seed=seed)
     train_seconds = round(spent + time.perf_counter() - started, 1)
     card = {
         "name": Path(out).name if out else NAME,
@@ -149,7 +151,7 @@ def train_gan(*, seed: int = 0, out: str | Path | None = None, progress: bool | 
                          f"{[8 * settings['width'], 4 * settings['width'], 2 * settings['width'], settings['width']]}"
                          ", 64 px, output in [0, 1]; SN discriminator mirrored"),
         "loss": "hinge loss, spectral norm in the discriminator; Adam betas (0.5, 0.999); "
-                "standing BN statistics over 100 batches after training",
+                "standing BN statistics over 100 training-size batches after training",
         "seed": seed, **settings,
         "data": {"world": "ConceptWorld", "world_seed": 0, "split": "train", "size": 64},
         "training_command": f"seethrough train-gan --seed {seed} "
@@ -160,8 +162,8 @@ def train_gan(*, seed: int = 0, out: str | Path | None = None, progress: bool | 
         "torch": torch.__version__,
     }
     if measure:
-        real, _ = generate(ConceptWorld("val", length=2000, size=64), progress, "val set")
-        card["quality"] = generator_quality(generator, real.float() / 255)
+        real, _ = generate(ConceptWorld("val", length=measure_samples, size=64), progress, "val set")
+        card["quality"] = generator_quality(generator, real.float() / 255, samples=measure_samples)
     if out is not None:
         save_generator(generator, card, out)
     if checkpoint is not None:
