@@ -16,7 +16,12 @@ from seethrough.gan.interventions import (
 )
 from seethrough.gan.inversion import invert
 from seethrough.gan.prior import LatentParam, prior_comparison
-from seethrough.gan.quality import frechet_distance, generate_images, generator_quality, sample_latents
+from seethrough.gan.quality import (
+    frechet_distance,
+    generate_images,
+    generator_quality,
+    sample_latents,
+)
 from seethrough.gan.section import ablated_count, generator_layers
 from seethrough.gan.training import train_gan
 from seethrough.gan.world import GeneratedWorld
@@ -159,7 +164,7 @@ def test_boundaries_beat_chance_and_walks_move_the_attribute(shipped):
     free = walk(generator, conditional(red, sky), ["colour:red", "scene:sky"],
                 segmenter=segmenter, classifier=classifier,
                 latents=sample_latents(60, generator.latent_dim, 3))
-    sky_change = lambda w: abs(float(w.scores[-1, 1] - w.scores[0, 1]))  # noqa: E731
+    sky_change = lambda w: abs(float(w.scores[-1, 1] - w.scores[0, 1]))
     assert sky_change(free) < sky_change(along) / 2  # red and sky are entangled: conditioning helps
     assert free.scores[-1, 0] > 5 * free.scores[0, 0] + 0.02
     _same(generator, state)
@@ -242,7 +247,7 @@ def test_train_gan_cli_writes_a_card(tmp_path, capsys):
 
 
 def test_an_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
-    import seethrough.gan.training as training
+    from seethrough.gan import training
 
     options = dict(steps=6, n_train=64, batch_size=8, latent_dim=8, width=4, threads=1,
                    progress=False, measure=False, seed=1)

@@ -81,7 +81,7 @@ def fit_boundary(generator: nn.Module, attribute: str, *, segmenter: nn.Module,
     y = torch.cat([torch.ones(count), torch.zeros(count)]).numpy()
     shuffle = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed)).numpy()
     x, y = x[shuffle], y[shuffle]
-    cut = int(round(len(y) * (1 - held_out)))
+    cut = round(len(y) * (1 - held_out))
     svm = LinearSVC(C=1.0, dual="auto", random_state=seed).fit(x[:cut], y[:cut])
     weight = torch.as_tensor(svm.coef_[0], dtype=torch.float32)
     norm = float(weight.norm())

@@ -238,7 +238,7 @@ def artifact_units(generator: nn.Module, layer: str, latents: torch.Tensor, real
         peaks = capture(generator, latents, [layer])[layer].output.amax(dim=(2, 3))
     images = generate_images(generator, latents)
     features, real = features_of(extractor, images), features_of(extractor, real_images)
-    count = max(2, int(round(top * len(latents))))
+    count = max(2, round(top * len(latents)))
     distances = torch.tensor([frechet_distance(features[peaks[:, unit].topk(count).indices], real)
                               for unit in range(peaks.shape[1])])
     worst = distances.argsort(descending=True)[:k].tolist()

@@ -45,11 +45,12 @@ def _tools(data: SectionData) -> tuple[nn.Module, nn.Module]:
     return segmenter, classifier
 
 
-def _samples_html(generator: nn.Module, data: SectionData, quick: bool) -> tuple[str, dict]:
+def _samples_html(generator: nn.Module, data: SectionData, classifier: nn.Module,
+                  quick: bool) -> tuple[str, dict]:
     from seethrough.gan.figures import image_grid_figure
 
     quality = generator_quality(generator, data.images, samples=300 if quick else 2000,
-                                classifier=data.extra.get("classifier"))
+                                classifier=classifier)
     images = generate_images(generator, sample_latents(24, generator.latent_dim, seed=3))
     shares = ", ".join(f"{name} {share:.0%}" for name, share in quality["class_shares"].items())
     card = getattr(generator, "card", {})
@@ -268,9 +269,8 @@ def _inversion_html(generator, data: SectionData, classifier, quick: bool) -> tu
 
 
 def _prior_html(generator, data: SectionData, classifier, quick: bool) -> tuple[str, dict]:
-    from seethrough.gan.prior import prior_comparison
-
     from seethrough.core.layer_table import stage_layers
+    from seethrough.gan.prior import prior_comparison
 
     layer = stage_layers(classifier)[-1]
     units = list(range(2 if quick else 6))
@@ -289,13 +289,12 @@ def section(generator: nn.Module, data: SectionData, options: SectionOptions) ->
     """The GAN section (see the module docstring)."""
     if not hasattr(generator, "latent_dim"):
         return Section(TITLE, "<p>Not a generator.</p>",
-                       notes=["The GAN section needs a generator with latent_dim (e.g. "
-                              "load_model('conceptworld_gan'))."])
+                       notes=[("The GAN section needs a generator with latent_dim (e.g. "
+                               "load_model('conceptworld_gan')).")])
     segmenter, classifier = _tools(data)
-    data.extra.setdefault("classifier", classifier)
     quick = options.quick
     layers = options.layers or generator_layers(generator)
-    body, facts = _samples_html(generator, data, quick)
+    body, facts = _samples_html(generator, data, classifier, quick)
     facts = {"frechet_distance": facts["frechet_distance"],
              "frechet_distance_noise": facts["frechet_distance_noise"]}
     result = _dissection(generator, layers, segmenter, 120 if quick else 1000, options)

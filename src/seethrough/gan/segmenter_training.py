@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from seethrough.core.device import torch_threads
 from seethrough.errors import InputError
 from seethrough.models.conceptnet import MEAN, STD, WEIGHTS_DIR
 from seethrough.models.segmenter import NAME, PIXEL_CATEGORIES, Segmenter, build_segmenter
@@ -36,16 +35,6 @@ from seethrough.progress import progress_bar
 
 DEFAULTS = {"steps": 900, "n_train": 8000, "n_val": 1000, "batch_size": 32, "lr": 6e-3,
             "weight_decay": 1e-4, "width": 16, "init": "conceptnet", "threads": 1}
-
-
-@contextmanager
-def _threads(count: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def generate_with_masks(world, progress: bool | None = None, desc: str = "generate"
@@ -153,7 +142,7 @@ def train_segmenter(*, seed: int = 0, out: str | Path | None = None,
     if min(settings[k] for k in ("steps", "n_train", "n_val", "batch_size", "width", "threads")) < 1:
         raise InputError("steps, n_train, n_val, batch_size, width and threads must be at least 1")
     started = time.perf_counter()
-    with _threads(settings["threads"]):
+    with torch_threads(settings["threads"]):
         images, masks, scenes, labels = generate_with_masks(
             ConceptWorld("train", length=settings["n_train"]), progress, "train set")
         val = generate_with_masks(ConceptWorld("val", length=settings["n_val"]), progress, "val set")

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from seethrough.core.device import torch_threads
 from seethrough.errors import InputError
 from seethrough.gan.quality import generator_quality
 from seethrough.models.generator import NAME, Generator, build_discriminator, build_generator
@@ -30,16 +30,6 @@ from seethrough.progress import progress_bar
 
 DEFAULTS = {"steps": 3500, "n_train": 20_000, "batch_size": 64, "latent_dim": 100, "width": 16,
             "lr": 2e-4, "threads": 1}
-
-
-@contextmanager
-def _threads(count: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @torch.no_grad()
@@ -99,7 +89,7 @@ def train_gan(*, seed: int = 0, out: str | Path | None = None, progress: bool | 
     started = time.perf_counter()
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     resumed = _resume(checkpoint, seed, settings)
-    with _threads(settings["threads"]):
+    with torch_threads(settings["threads"]):
         images, _ = generate(ConceptWorld("train", length=settings["n_train"], size=64),
                              progress, "train set")
         torch.manual_seed(seed)
@@ -211,5 +201,11 @@ def save_generator(generator: torch.nn.Module, card: dict, out: str | Path) -> P
     return out.with_suffix(".safetensors")
 
 
-__all__ = ["DEFAULTS", "NAME", "train_encoder_for", "save_generator", "standing_statistics",
-           "train_gan"]
+__all__ = [
+    "DEFAULTS",
+    "NAME",
+    "save_generator",
+    "standing_statistics",
+    "train_encoder_for",
+    "train_gan",
+]
