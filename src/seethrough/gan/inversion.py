@@ -70,7 +70,9 @@ class Inversion(FieldResult):
                 f"mean pixel MSE {float(self.pixel_error.mean()):.4f}")
 
 
-def _project(latents: torch.Tensor) -> None:
+def project_to_prior(latents: torch.Tensor) -> None:
+    """Shrink, in place, every latent (row) longer than ``sqrt(D)`` onto that sphere: the ball
+    a standard-normal latent's norm concentrates at."""
     radius = math.sqrt(latents.shape[1])
     norms = latents.norm(dim=1, keepdim=True).clamp(min=1e-12)
     latents.mul_((radius / norms).clamp(max=1.0))
@@ -129,7 +131,7 @@ def invert(generator: nn.Module, images: torch.Tensor, *, steps: int = 300, lr: 
             optimizer.step()
             if constrain:
                 with torch.no_grad():
-                    _project(latents)
+                    project_to_prior(latents)
         with torch.no_grad():
             reconstructions = generator(latents)
     error = ((reconstructions - images) ** 2).mean(dim=(1, 2, 3))
@@ -212,4 +214,4 @@ def load_encoder(name: str = "conceptworld_gan_encoder") -> Encoder:
     return encoder.eval()
 
 
-__all__ = ["Encoder", "Inversion", "invert", "load_encoder", "train_encoder"]
+__all__ = ["Encoder", "Inversion", "invert", "load_encoder", "project_to_prior", "train_encoder"]

@@ -15,7 +15,6 @@ Example:
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -44,9 +43,9 @@ class LatentParam(ImageParam):
 
     @torch.no_grad()
     def project(self) -> None:
-        radius = math.sqrt(self.tensor.shape[1])
-        norms = self.tensor.norm(dim=1, keepdim=True).clamp(min=1e-12)
-        self.tensor.mul_((radius / norms).clamp(max=1.0))
+        from seethrough.gan.inversion import project_to_prior
+
+        project_to_prior(self.tensor)
 
     def set_image(self, images: torch.Tensor, *, eps: float = 0.0) -> LatentParam:
         from seethrough.errors import InputError
