@@ -80,24 +80,30 @@ def _halves(t: torch.Tensor) -> torch.Tensor:
 
 
 class _Rescale(torch.autograd.Function):
+    """The Rescale rule's multiplier ``(g(x) - g(x')) / (x - x')``, kept once per pair (both
+    halves of the batch share it) and applied to the gradient in the backward pass. Where
+    ``|x - x'|`` < ``EPS`` the slope ``g'(x)`` is computed on those elements only."""
+
     @staticmethod
     def forward(ctx, x, function):
         y = function(x)  # an in-place activation works on a copy (see _patched)
-        dx, dy = _halves(x), _halves(y)
+        x_in, x_ref = x.chunk(2)
+        y_in, y_ref = y.chunk(2)
+        dx = x_in - x_ref
         small = dx.abs() < EPS
-        multiplier = dy / torch.where(small, torch.ones_like(dx), dx)
+        multiplier = (y_in - y_ref).div_(dx.masked_fill_(small, 1.0))
         if small.any():
             with torch.enable_grad():
-                leaf = x.detach().requires_grad_()
-                (slope,) = torch.autograd.grad(function(leaf * 1).sum(), leaf)
-            multiplier = torch.where(small, slope, multiplier)
+                leaf = x_in[small].detach().requires_grad_()
+                (slope,) = torch.autograd.grad(function(leaf).sum(), leaf)
+            multiplier[small] = slope
         ctx.save_for_backward(multiplier)
         return y
 
     @staticmethod
     def backward(ctx, grad):
         (multiplier,) = ctx.saved_tensors
-        return grad * multiplier, None
+        return (grad.unflatten(0, (2, -1)) * multiplier).flatten(0, 1), None
 
 
 class _MaxPoolDelta(torch.autograd.Function):
