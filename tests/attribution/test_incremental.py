@@ -1,4 +1,5 @@
-"""Occlusion by incremental inference: the same maps as full recompute, on every architecture."""
+"""Occlusion and feature ablation by incremental inference: the same maps as full recompute,
+on every architecture."""
 from __future__ import annotations
 
 import pytest
@@ -99,7 +100,7 @@ class Branchy(nn.Module):
 
 def test_models_that_do_not_trace_and_unit_targets_run_in_full():
     torch.manual_seed(0)
-    with pytest.warns(UserWarning, match="whole model for each window: torch.fx cannot trace"):
+    with pytest.warns(UserWarning, match="whole model for each perturbation: torch.fx cannot trace"):
         fast, full = both(Branchy().eval(), images(1, 32), 0, window=8)
     assert fast.options["incremental"] is False
     torch.testing.assert_close(fast.maps, full.maps)
@@ -108,3 +109,39 @@ def test_models_that_do_not_trace_and_unit_targets_run_in_full():
         unit = seethrough.attribute(model, images(1, 32), seethrough.unit("layer1", 3),
                                     method="occlusion", window=16)
     assert unit.options["incremental"] is False
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v3_small"])
+def test_feature_ablation_the_same_values_as_full_recompute(arch, unchanged):
+    """Each superpixel recomputes only its bounding box's reach: SLIC segments of every size,
+    batches of 8 boxes of different sizes (each batch runs at its largest)."""
+    torch.manual_seed(0)
+    model = ARCHITECTURES[arch]().eval()
+    x = seethrough.ConceptWorld("val", length=2).batch()["image"]
+    with unchanged(model):
+        fast = seethrough.attribute(model, x, [1, 2], method="feature_ablation", n_segments=30,
+                                    batch_size=8)
+        full = seethrough.attribute(model, x, [1, 2], method="feature_ablation", n_segments=30,
+                                    batch_size=8, incremental=False)
+    assert fast.options["incremental"] is True and full.options["incremental"] is False
+    assert (fast.raw != 0).sum() > 20
+    assert_same(fast, full)
+
+
+def test_feature_ablation_user_segments_and_untraceable_models():
+    """The user's labels (any values, renumbered) as in full recompute; an untraceable model
+    runs in full."""
+    model = ARCHITECTURES["resnet18"]().eval()
+    labels = torch.zeros(1, 32, 32, dtype=torch.long)
+    labels[:, :16] = 2  # label 1 is missing
+    labels[:, 20:, 20:] = 3
+    x = images(1, 32)
+    fast = seethrough.attribute(model, x, 0, method="feature_ablation", segments=labels)
+    full = seethrough.attribute(model, x, 0, method="feature_ablation", segments=labels,
+                                incremental=False)
+    assert fast.raw.shape == (1, 3) and (fast.raw != 0).all()
+    assert_same(fast, full)
+    with pytest.warns(UserWarning, match="feature_ablation recomputes the whole model"):
+        branchy = seethrough.attribute(Branchy().eval(), x, 0, method="feature_ablation",
+                                       segments=labels)
+    assert branchy.options["incremental"] is False

@@ -203,7 +203,7 @@ def test_forward_passes_hold_at_most_batch_size_images(net, images, method):
                                       n_segments=9, n_samples=10, batch_size=5) \
             if method != "feature_ablation" else \
             seethrough.attribute(net, images, "predicted", method=method, segments="grid",
-                                 n_segments=9, batch_size=5)
+                                 n_segments=9, batch_size=5, incremental=False)
     finally:
         handle.remove()
     assert max(sizes) <= 5 and len(sizes) > 2

@@ -26,12 +26,14 @@ Example:
 from __future__ import annotations
 
 import operator
+import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from seethrough.core import Target
 from seethrough.models.normalize import NoNormalization, Normalize
 
 #: modules that act on each position on its own (BatchNorm in eval mode: an affine map)
@@ -156,14 +158,17 @@ class IncrementalModel:
     @torch.no_grad()
     def occluded(self, origins: torch.Tensor, size: tuple[int, int], fill: torch.Tensor | float):
         """The model's output for the clean image with ``fill`` in each box ``origins`` (P, 2)
-        x ``size``, batched over the P boxes; ``fill`` is a number or a (C, H, W) image whose
-        pixels in each box replace the image's."""
+        x ``size``, batched over the P boxes; ``fill`` is a number, a (C, H, W) image whose
+        pixels in each box replace the image's, or the boxes' new pixels (P, C, *size): any
+        change confined to the boxes (a superpixel greyed out, a soft mask)."""
         values: dict[fx.Node, object] = {}
         self.whole_nodes = []
         for node in self.graph.graph.nodes:
             if node.op == "placeholder":
                 image = self.clean[node][0]
-                if isinstance(fill, torch.Tensor):
+                if isinstance(fill, torch.Tensor) and fill.dim() == 4:
+                    crops = fill
+                elif isinstance(fill, torch.Tensor):
                     crops = torch.stack([fill[:, y:y + size[0], x:x + size[1]]
                                          for y, x in origins.tolist()])
                 else:
@@ -295,3 +300,60 @@ class IncrementalModel:
         else:
             raise RuntimeError(f"unexpected node {node.op}")
         return result
+
+
+def trace_for(model: nn.Module, target: Target, method: str) -> IncrementalModel | None:
+    """The traced ``IncrementalModel`` for ``method``, or ``None`` (full recompute) with a
+    warning that says why: a unit target, a model in training mode, or one torch.fx cannot
+    trace."""
+    why = None
+    if target.unit is not None:
+        why = "a unit target reads an inner layer of the whole model"
+    elif model.training:
+        why = "the model is in training mode (batch statistics)"
+    else:
+        try:
+            return IncrementalModel.trace(model)
+        except Exception as error:  # noqa: BLE001 - any failure to trace: full recompute
+            why = f"torch.fx cannot trace the model ({type(error).__name__}: {error})"
+    warnings.warn(f"{method} recomputes the whole model for each perturbation: {why}",
+                  stacklevel=4)
+    return None
+
+
+def segment_drops(runner: IncrementalModel, images: torch.Tensor, row: int, labels: torch.Tensor,
+                  fill: torch.Tensor, target: Target, batch_size: int) -> torch.Tensor:
+    """``(M,)`` drops of the ``target`` score of ``images[row]`` with each of its segments
+    ``labels`` ``(H, W)`` (values 0..M-1) alone replaced by ``fill`` ``(C, H, W)``; each
+    segment recomputes only what its bounding box reaches (0 for a value no pixel has).
+    Segments run in batches of similar boxes (a batch shares its largest box)."""
+    image = images[row:row + 1]
+    index = torch.tensor([row], device=images.device)
+    height, width = labels.shape
+    count = int(labels.max()) + 1
+    members = F.one_hot(labels, count).bool()  # (H, W, M)
+    present_y, present_x = members.any(1), members.any(0)  # (H, M), (W, M)
+    ys = torch.arange(height, device=labels.device)[:, None]
+    xs = torch.arange(width, device=labels.device)[:, None]
+    top = torch.where(present_y, ys, height).amin(0)
+    bottom = torch.where(present_y, ys + 1, 0).amax(0)
+    left = torch.where(present_x, xs, width).amin(0)
+    right = torch.where(present_x, xs + 1, 0).amax(0)
+    present = (bottom > top).nonzero()[:, 0]
+    order = present[torch.argsort(((bottom - top) * (right - left))[present])]
+    clean = target.scores(runner.start(image), index, clean=True)
+    drops = image.new_zeros(count)
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        size = (int((bottom - top)[batch].max()), int((right - left)[batch].max()))
+        origins = torch.stack([top[batch].clamp(max=height - size[0]),
+                               left[batch].clamp(max=width - size[1])], 1)
+        crops = torch.stack([
+            torch.where(labels[y:y + size[0], x:x + size[1]] == segment,
+                        fill[:, y:y + size[0], x:x + size[1]],
+                        image[0, :, y:y + size[0], x:x + size[1]])
+            for segment, (y, x) in zip(batch.tolist(), origins.tolist())])
+        crops = crops.contiguous(memory_format=Partial(image[0], origins, crops).layout)
+        output = runner.occluded(origins, size, crops)  # may be a tuple: rows given by count
+        drops[batch] = clean - target.scores(output, index.expand(len(batch)))
+    return drops

@@ -10,13 +10,13 @@ Example:
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from seethrough.attribution.gradients import as_baseline
+from seethrough.attribution.incremental import trace_for
 from seethrough.attribution.registry import register
 from seethrough.attribution.result import Attribution
 from seethrough.core import Target
@@ -69,7 +69,7 @@ def occlusion(
     for index, (top, left) in enumerate((t, l) for t in rows for l in cols):
         masks[index, :, top:top + window[0], left:left + window[1]] = True
     fill = as_baseline(baseline, images)
-    runner = _incremental_runner(model, target) if incremental else None
+    runner = trace_for(model, target, "occlusion") if incremental else None
     if runner is not None:
         drops = _incremental_drops(runner, images, target, fill, rows, cols, window, batch_size)
     else:
@@ -93,24 +93,6 @@ def _full_drops(model, images, target, fill, masks, batch_size) -> torch.Tensor:
         occluded = torch.where(masks[position], fill[image], images[image])
         drops[image, position] = clean[image] - target.scores(model(occluded), image)
     return drops
-
-
-def _incremental_runner(model: nn.Module, target: Target):
-    """The traced ``IncrementalModel``, or ``None`` with a warning that says why not."""
-    from seethrough.attribution.incremental import IncrementalModel
-
-    why = None
-    if target.unit is not None:
-        why = "a unit target reads an inner layer of the whole model"
-    elif model.training:
-        why = "the model is in training mode (batch statistics)"
-    else:
-        try:
-            return IncrementalModel.trace(model)
-        except Exception as error:  # noqa: BLE001 - any failure to trace: full recompute
-            why = f"torch.fx cannot trace the model ({type(error).__name__}: {error})"
-    warnings.warn(f"occlusion recomputes the whole model for each window: {why}", stacklevel=4)
-    return None
 
 
 def _incremental_drops(runner, images, target, fill, rows, cols, window, batch_size) -> torch.Tensor:

@@ -25,6 +25,7 @@ import math
 import torch
 from torch import nn
 
+from seethrough.attribution.incremental import segment_drops, trace_for
 from seethrough.attribution.registry import register
 from seethrough.attribution.result import Attribution
 from seethrough.attribution.superpixels import Coalitions, fill_for, padded, paint, superpixels
@@ -216,14 +217,31 @@ def shapley_sampling(
 @register("feature_ablation")
 def feature_ablation(
     model: nn.Module, images: torch.Tensor, target: Target, *, segments: Segments = "slic",
-    n_segments: int = 100, baseline: float | torch.Tensor | str = 0.5, batch_size: int = 32,
+    n_segments: int = 100, baseline: float | torch.Tensor | str = 0.5, incremental: bool = True,
+    batch_size: int = 32,
 ) -> Attribution:
     """Feature ablation: each superpixel alone replaced by ``baseline``; its value is the drop
     ``f(x) - f(x without it)`` (as Captum's ``FeatureAblation`` with the superpixels as
     ``feature_mask``; Captum's baseline is 0, here 0.5 grey as occlusion). ``M + 1`` forward
-    passes per image, deterministic."""
+    passes per image, deterministic.
+
+    ``incremental`` (default), as occlusion's: each superpixel recomputes only what its
+    bounding box reaches in each layer (``attribution.incremental``), the same values as full
+    recompute to float rounding; models it cannot trace run in full, with a warning.
+    ``options["incremental"]`` records which ran. (LIME, Kernel SHAP and Shapley sampling
+    switch off many segments at once, all over the image: incremental inference has nothing
+    to save there, nor for RISE's masks, which cover the whole image.)"""
     labels, coalitions = _prepare(model, images, target, segments, n_segments, baseline, batch_size)
+    runner = trace_for(model, target, "feature_ablation") if incremental else None
+    if runner is not None:
+        values = [segment_drops(runner, images, row, labels[row], coalitions.fill[row], target,
+                                batch_size) for row in range(len(images))]
+        result = _finish(values, labels, images)
+        result.options["incremental"] = True
+        return result
     clean = coalitions.clean()
     rows = [~torch.eye(size, dtype=torch.bool) for size in coalitions.counts]
     scores = coalitions.scores(rows, desc="feature_ablation")
-    return _finish([full - score for full, score in zip(clean, scores)], labels, images)
+    result = _finish([full - score for full, score in zip(clean, scores)], labels, images)
+    result.options["incremental"] = False
+    return result
