@@ -167,6 +167,11 @@ GAN = Part("ConceptWorld GAN, with ConceptWorld's segmenter and ConceptNet", lam
            lambda d, f: d.gan_data())
 
 
+#: ConceptNet as the listeners' network; the games draw their own ConceptWorld images
+GAMES_PART = Part("ConceptNet's listeners on ConceptWorld", lambda d: d.conceptnet,
+                  lambda d, f: SectionData(d.world(8).batch()["image"]))
+
+
 def _with_scenes(defaults: Defaults, family: str) -> SectionData:
     """ConceptWorld data, and scenes of set object sizes and counts drawn at its size."""
     data = defaults.conceptworld(family)
@@ -245,6 +250,7 @@ SECTIONS: Registry[Entry] = Registry("report section", {
     "universality": Entry("Universality",
                           _family("seethrough.circuits.section:universality_section"), (WORLD,)),
     "gan": Entry("GANs", _family("seethrough.gan.section:section"), (GAN,)),
+    "games": Entry("Reference games", _family("seethrough.games.section:section"), (GAMES_PART,)),
 })
 
 

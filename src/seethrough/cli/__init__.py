@@ -19,7 +19,7 @@ from collections.abc import Iterator
 #: subcommand modules (a module `a_b` registers the command `a-b`), in the order `--help` lists them
 COMMANDS = ["demo", "report", "layers", "train", "attribute", "visualize", "dissect", "represent",
             "attack", "findings", "circuits", "batch_attribute", "stylize",
-            "train_segmenter", "train_gan", "gan"]
+            "train_segmenter", "train_gan", "gan", "games"]
 
 
 class IntermixedParser(argparse.ArgumentParser):
