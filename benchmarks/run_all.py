@@ -13,6 +13,7 @@ import argparse
 import datetime
 import platform
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -24,12 +25,25 @@ HERE = Path(__file__).parent
 #: name -> (script, arguments for --quick)
 BENCHMARKS = {
     "attribution": ("attribution.py", ["--quick"]),
+    "occlusion": ("occlusion.py", ["--quick"]),
+    "ablation_cam": ("ablation_cam.py", ["--quick"]),
     "dissection": ("dissection.py", ["--quick"]),
     "featureviz": ("featureviz.py", ["--steps", "4"]),
+    "stylize": ("stylize.py", ["--sizes", "128", "--steps", "4", "--rounds", "1", "--opt-rounds", "1"]),
     "conceptworld": ("conceptworld.py", ["--n", "500"]),
+    "represent": ("represent.py", ["--quick"]),
+    "circuits": ("circuits.py", ["--quick"]),
+    "adversarial": ("adversarial.py", ["--quick"]),
+    "gan": ("gan.py", ["--samples", "100", "--rounds", "1", "--steps", "5"]),
+    "games": ("games.py", ["--rounds", "1"]),
+    "cluster": ("cluster.py", ["--quick"]),
+    "report": ("report.py", ["--quick"]),
 }
 #: the benchmarks that time interleaved rounds (``--rounds``)
-ROUNDS = {"attribution", "dissection", "featureviz"}
+ROUNDS = {"attribution", "occlusion", "ablation_cam", "dissection", "featureviz", "stylize",
+          "represent", "circuits", "adversarial", "gan", "games", "cluster"}
+#: the benchmarks that also write their own table (``--out``): here, to a scratch file
+OWN_OUT = {"gan", "games", "stylize"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         command = [sys.executable, str(HERE / script), *(quick_args if args.quick else [])]
         if args.rounds is not None and name in ROUNDS:
             command += ["--rounds", str(args.rounds)]
+        if name in OWN_OUT:
+            command += ["--out", str(Path(tempfile.gettempdir()) / f"seethrough-bench-{name}.md")]
         print(f"== {name}: {' '.join(command[1:])}", file=sys.stderr, flush=True)
         done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
         print(done.stdout)
