@@ -13,8 +13,8 @@ import argparse
 import datetime
 import platform
 import subprocess
-import tempfile
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
