@@ -11,6 +11,7 @@ from seethrough.errors import InputError
 from seethrough.gan.directions import conditional, fit_boundary, layer_control, walk
 from seethrough.gan.interventions import (
     ablation_effect,
+    causal_units,
     concept_units,
     insertion_effect,
 )
@@ -114,18 +115,24 @@ def test_generated_world_is_a_pure_function_of_seed_and_index(shipped):
 
 
 def test_ablating_a_concepts_units_removes_most_of_it_and_random_units_do_not(shipped, dissected):
+    """Units ranked by their own effect on other latents (seed 5), measured on seed 9; the
+    section's two concepts and one it does not name (green: held out)."""
     from seethrough.gan.section import _pick_concepts
 
     generator, segmenter, _ = shipped
     state = _state(generator)
-    latents = sample_latents(150, generator.latent_dim, seed=9)
+    latents = sample_latents(100, generator.latent_dim, seed=9)
+    ranking = sample_latents(30, generator.latent_dim, seed=5)
     concepts = _pick_concepts(dissected, "layer3", 2)
     assert len(concepts) == 2
-    for concept in concepts:
-        units = concept_units(dissected, "layer3", concept, ablated_count(32))
+    removed = []
+    chosen = causal_units(generator, segmenter, "layer3", [*concepts, "green"], ranking,
+                          ablated_count(32))
+    for concept, units in chosen.items():
         effect = ablation_effect(generator, segmenter, "layer3", units, concept, latents)
-        assert effect.removed >= 0.5, (concept, effect)
         assert effect.removed > 4 * max(effect.removed_random, 0.02), (concept, effect)
+        removed.append(effect.removed)
+    assert sum(removed) / len(removed) >= 0.5 and min(removed) > 0.3, removed
     _same(generator, state)
 
 

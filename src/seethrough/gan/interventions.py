@@ -3,6 +3,11 @@ in a region, and find the units that make artifacts, each measured with the segm
 
 * ``concept_units(result, layer, concept, k)``: the k units of a dissected generator layer with
   the highest IoU for a concept.
+* ``causal_units(generator, segmenter, layer, concepts, latents, k)``: per concept, the k units
+  whose removal alone takes most of it away. Bau et al. choose the units of an intervention by their
+  causal effect, not their IoU (they optimise a per-unit ablation coefficient for the average
+  causal effect, then rank by it); this is the gradient-free version: one unit at a time.
+  Rank on other latents than the ones the effect is measured on.
 * ``ablation_effect``: the average causal effect of switching units off, as the share of the
   concept's pixels removed over many generated images, beside the same count of random units.
 * ``insertion_effect``: the units held at a high value inside a region (their mean peak
@@ -52,6 +57,29 @@ def concept_units(result, layer: str, concept: str, k: int = 20) -> list[int]:
         raise InputError(f"{concept!r} is not a concept of this dissection")
     iou = result.iou(layer)[:, names.index(concept)]
     return iou.argsort(descending=True)[:k].tolist()
+
+
+def causal_units(generator: nn.Module, segmenter: nn.Module, layer: str, concepts: list[str],
+                 latents: torch.Tensor, k: int = 20) -> dict[str, list[int]]:
+    """Per concept, the ``k`` units of ``layer`` that remove the most of its pixels when each
+    is switched off alone, over the images of ``latents`` (one generation per unit)."""
+    from seethrough.models.segmenter import segment
+
+    labels = {concept: concept_label(concept) for concept in concepts}
+
+    def counts(images: torch.Tensor) -> torch.Tensor:
+        found = segment(segmenter, images)
+        return torch.tensor([int((found[category] == label).sum())
+                             for category, label in labels.values()])
+
+    before = counts(generate_images(generator, latents))
+    if not before.all():
+        missing = [c for c, n in zip(concepts, before.tolist()) if n == 0]
+        raise InputError(f"no generated image shows {', '.join(map(repr, missing))}: draw more latents")
+    left = torch.stack([counts(_images(generator, latents, Off(layer, [unit])))
+                        for unit in range(_units_in(generator, layer, latents))])  # (units, concepts)
+    return {concept: left[:, j].argsort(stable=True)[:k].tolist()
+            for j, concept in enumerate(concepts)}
 
 
 @torch.no_grad()

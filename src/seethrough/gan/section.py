@@ -106,53 +106,69 @@ def _interventions_html(generator, result, segmenter, data: SectionData, layer: 
     from seethrough.gan.interventions import (
         ablation_effect,
         artifact_units,
+        causal_units,
         concept_units,
         insertion_effect,
     )
 
     latents = sample_latents(40 if quick else 300, generator.latent_dim, seed=11)
+    ranking = sample_latents(30 if quick else 60, generator.latent_dim, seed=13)  # held apart
     units_in = int(result.layers[layer].units)
     k = ablated_count(units_in)
     rows, facts, effects = [], {}, []
-    for concept in _pick_concepts(result, layer, 2 if quick else 4):
-        units = concept_units(result, layer, concept, k)
+    concepts = _pick_concepts(result, layer, 2 if quick else 4)
+    chosen = causal_units(generator, segmenter, layer, concepts, ranking, k) if concepts else {}
+    for concept in concepts:
+        units = chosen[concept]
         effect = ablation_effect(generator, segmenter, layer, units, concept, latents,
                                  random_draws=2 if quick else 5)
-        effects.append((effect, units))
+        by_iou = ablation_effect(generator, segmenter, layer, concept_units(result, layer, concept, k),
+                                 concept, latents, random_draws=1)
+        effects.append((effect, concept_units(result, layer, concept, k), units))
         rows.append({"concept": concept, "units switched off": k,
                      "pixels removed": effect.removed,
-                     "random units": effect.removed_random})
+                     "random units": effect.removed_random,
+                     "top-IoU units instead": by_iou.removed})
     if not rows:
         return f"<p>No object-concept detectors in {layer}: nothing to ablate.</p>", facts
     import pandas as pd
 
-    body = (f"<h4>Ablation and insertion in {layer}</h4><p>Switching off the {k} units "
-            f"with the highest IoU for a concept, on {len(latents)} generated images: the share "
-            f"of the concept's pixels (as the segmenter sees them) that disappear, against "
-            f"{k} random units (mean of {2 if quick else 5} draws).</p>" + table_html(pd.DataFrame(rows)))
+    body = (f"<h4>Ablation and insertion in {layer}</h4><p>Switching off {k} units of a "
+            f"concept, on {len(latents)} generated images: the share of the concept's pixels "
+            f"(as the segmenter sees them) that disappear, against {k} random units (mean of "
+            f"{2 if quick else 5} draws). The units are chosen by their causal effect, as Bau "
+            f"et al. do: those whose removal alone takes most of the concept away, on "
+            f"{len(ranking)} other images; the last column switches off the {k} units with the "
+            f"highest IoU instead (mean {sum(r['top-IoU units instead'] for r in rows) / len(rows):.0%}"
+            f" against {sum(r['pixels removed'] for r in rows) / len(rows):.0%}).</p>"
+            + table_html(pd.DataFrame(rows)))
     facts["ablation_removed"] = {row["concept"]: round(row["pixels removed"], 3) for row in rows}
+    facts["ablation_removed_by_iou_units"] = {row["concept"]: round(row["top-IoU units instead"], 3)
+                                              for row in rows}
     region = torch.zeros(64, 64, dtype=torch.bool)
     region[36:60, 4:28] = True
     insertions = [(insertion_effect(generator, segmenter, layer, units, effect.concept, latents,
-                                    region), units) for effect, units in effects]
-    body += ("<p>Forcing the same units on in the lower-left square (each at its mean peak "
-             "activation): the share of the square, and of the rest, that shows the concept.</p>"
+                                    region), removing) for effect, units, removing in effects]
+    body += ("<p>Forcing the concept's top-IoU units on in the lower-left square (each at its "
+             "mean peak activation): the share of the square, and of the rest, that shows the "
+             "concept.</p>"
              + table_html(pd.DataFrame([{
                  "concept": inserted.concept, "square before": inserted.inside_before,
                  "square after": inserted.inside_after, "outside before": inserted.outside_before,
                  "outside after": inserted.outside_after} for inserted, _ in insertions])))
-    inserted, units = max(insertions, key=lambda pair: pair[0].inside_after - pair[0].inside_before)
+    inserted, removing = max(insertions, key=lambda pair: pair[0].inside_after - pair[0].inside_before)
     shown = latents[:6]
     from seethrough.circuits.edit import Off, edit
     from seethrough.gan.figures import image_grid_figure
 
-    with edit(generator, Off(layer, units)):
+    with edit(generator, Off(layer, removing)):
         removed_images = generate_images(generator, shown)
     concept = inserted.concept
     body += figure_html(image_grid_figure(
         [generate_images(generator, shown), removed_images, inserted.edited[:6]],
         ["generated", f"{concept} off", f"{concept} on, lower left"]),
-        f"The {k} {concept} units of {layer} switched off, then forced on in the lower-left square")
+        f"{concept} in {layer}: its {k} causal units switched off; its {k} top-IoU units forced "
+        f"on in the lower-left square")
     facts["insertion"] = {"concept": concept, "inside_before": round(inserted.inside_before, 3),
                           "inside_after": round(inserted.inside_after, 3)}
     artifacts = artifact_units(generator, layer, sample_latents(100 if quick else 1000,
