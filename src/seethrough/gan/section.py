@@ -124,7 +124,7 @@ def _interventions_html(generator, result, segmenter, data: SectionData, layer: 
                                  random_draws=2 if quick else 5)
         by_iou = ablation_effect(generator, segmenter, layer, concept_units(result, layer, concept, k),
                                  concept, latents, random_draws=1)
-        effects.append((effect, concept_units(result, layer, concept, k), units))
+        effects.append((effect, units))
         rows.append({"concept": concept, "units switched off": k,
                      "pixels removed": effect.removed,
                      "random units": effect.removed_random,
@@ -140,7 +140,9 @@ def _interventions_html(generator, result, segmenter, data: SectionData, layer: 
             f"et al. do: those whose removal alone takes most of the concept away, on "
             f"{len(ranking)} other images; the last column switches off the {k} units with the "
             f"highest IoU instead (mean {sum(r['top-IoU units instead'] for r in rows) / len(rows):.0%}"
-            f" against {sum(r['pixels removed'] for r in rows) / len(rows):.0%}).</p>"
+            f" against {sum(r['pixels removed'] for r in rows) / len(rows):.0%}). The effect is "
+            f"measured on the concept alone: the figure below shows what else the same units "
+            f"change.</p>"
             + table_html(pd.DataFrame(rows)))
     facts["ablation_removed"] = {row["concept"]: round(row["pixels removed"], 3) for row in rows}
     facts["ablation_removed_by_iou_units"] = {row["concept"]: round(row["top-IoU units instead"], 3)
@@ -148,27 +150,30 @@ def _interventions_html(generator, result, segmenter, data: SectionData, layer: 
     region = torch.zeros(64, 64, dtype=torch.bool)
     region[36:60, 4:28] = True
     insertions = [(insertion_effect(generator, segmenter, layer, units, effect.concept, latents,
-                                    region), removing) for effect, units, removing in effects]
-    body += ("<p>Forcing the concept's top-IoU units on in the lower-left square (each at its "
-             "mean peak activation): the share of the square, and of the rest, that shows the "
-             "concept.</p>"
+                                    region), units) for effect, units in effects]
+    body += ("<p>Forcing the same units on in the lower-left square (each at its mean peak "
+             "activation): the share of the square, and of the rest, that shows the concept.</p>"
              + table_html(pd.DataFrame([{
                  "concept": inserted.concept, "square before": inserted.inside_before,
                  "square after": inserted.inside_after, "outside before": inserted.outside_before,
                  "outside after": inserted.outside_after} for inserted, _ in insertions])))
-    inserted, removing = max(insertions, key=lambda pair: pair[0].inside_after - pair[0].inside_before)
-    shown = latents[:6]
+    inserted, units = max(insertions, key=lambda pair: pair[0].inside_after - pair[0].inside_before)
     from seethrough.circuits.edit import Off, edit
     from seethrough.gan.figures import image_grid_figure
+    from seethrough.gan.interventions import concept_pixels
 
-    with edit(generator, Off(layer, removing)):
-        removed_images = generate_images(generator, shown)
     concept = inserted.concept
+    amount = concept_pixels(segmenter, generate_images(generator, latents), concept).sum((1, 2))
+    richest = amount.argsort(descending=True, stable=True)[:3].tolist()
+    picked = torch.tensor(richest + [i for i in range(len(latents)) if i not in richest][:3])
+    shown = latents[picked]
+    with edit(generator, Off(layer, units)):
+        removed_images = generate_images(generator, shown)
     body += figure_html(image_grid_figure(
-        [generate_images(generator, shown), removed_images, inserted.edited[:6]],
+        [generate_images(generator, shown), removed_images, inserted.edited[picked]],
         ["generated", f"{concept} off", f"{concept} on, lower left"]),
-        f"{concept} in {layer}: its {k} causal units switched off; its {k} top-IoU units forced "
-        f"on in the lower-left square")
+        f"The {k} {concept} units of {layer} switched off, then forced on in the lower-left "
+        f"square (left: the three images with the most {concept})")
     facts["insertion"] = {"concept": concept, "inside_before": round(inserted.inside_before, 3),
                           "inside_after": round(inserted.inside_after, 3)}
     artifacts = artifact_units(generator, layer, sample_latents(100 if quick else 1000,
