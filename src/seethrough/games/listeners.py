@@ -115,12 +115,9 @@ class NetworkPerceiver:
     def name(self) -> str:
         return f"network {self.layer}" + (", grayscale" if self.grayscale else "")
 
-    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """``(N, T)`` per-token probabilities (each category's tokens sum to 1)."""
-        return self._log_probabilities(_features(self.model, self.layer, images, self.grayscale,
-                                                 self.batch_size)).exp()
-
-    def _log_probabilities(self, features: torch.Tensor) -> torch.Tensor:
+    def log_probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """``(N, T)`` per-token log-probabilities (each category's tokens sum to 1)."""
+        features = _features(self.model, self.layer, images, self.grayscale, self.batch_size)
         logits = ((features - self.mean) / self.scale) @ self.weight + self.bias
         vocab = vocabulary()
         out = torch.empty_like(logits)
@@ -187,10 +184,7 @@ def perceptions(listeners: list[Listener] | tuple[Listener, ...], pool: ImagePoo
             if pool.pixels is None:
                 raise InputError("a network listener needs the pool's images: make it with "
                                  "image_pool(..., images=True)")
-            perceiver = perceivers[source]
-            base[source] = perceiver._log_probabilities(_features(
-                perceiver.model, perceiver.layer, pool.images, perceiver.grayscale,
-                perceiver.batch_size))
+            base[source] = perceivers[source].log_probabilities(pool.images)
         else:
             raise InputError(f"unknown perception source {source!r}: use 'truth' or one of "
                              f"{sorted(perceivers) or 'the perceivers you pass'}")

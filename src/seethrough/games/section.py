@@ -151,7 +151,7 @@ def section(model: nn.Module, data: SectionData, options: SectionOptions) -> Sec
     curve = practice_curve(frame)
     probe = embedding_probe(speakers["adaptive"], met, TRAINING_POPULATION, val.attributes,
                             episodes=size["episodes"], distractors=distractors, seed=seed,
-                            held_out=(perceptions(HELD_OUT_POPULATION, val), HELD_OUT_POPULATION))
+                            held_out=(unmet[:len(HELD_OUT_POPULATION)], HELD_OUT_POPULATION))
     read = None
     if network:
         read = read_listeners(speakers["adaptive"], met, TRAINING_POPULATION, val.attributes,
