@@ -3,7 +3,8 @@ forward + backward on the same batch, its peak extra memory, and the same method
 pytorch-grad-cam where installed (``pip install captum grad-cam``).
 
 Run: ``python benchmarks/attribution.py [--quick] [--rounds 7]
-[--models conceptnet,mobilenet_v2,resnet18] [--methods saliency,gradcam] [--batch 8]``
+[--models conceptnet,mobilenet_v2,resnet18] [--methods saliency,gradcam] [--batch 8]
+[--device cuda]`` (on CUDA every timed call waits for the GPU; memory is the allocator's peak)
 
 Settings are the same for every library: batch 8 (224 px; ConceptNet at 64 px), class targets
 fixed beforehand, the same layer for the CAMs, the same number of steps / samples / windows.
@@ -39,7 +40,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import forward_backward, interleaved_best, markdown_table, peak_memory
+from common import (forward_backward, interleaved_best, markdown_table, peak_device_memory,
+                    synchronized)
 
 from seethrough.allocator import keep_freed_memory
 
@@ -203,9 +205,9 @@ def _captum_issue17(found: dict, ca, model, module, s: dict, batch_size: int) ->
 
     found["deeplift"] = ("captum", lambda x, t: ca.DeepLift(model).attribute(x, target=t))
     found["deeplift_shap"] = ("captum", lambda x, t: ca.DeepLiftShap(model).attribute(
-        x, BASELINES.expand(-1, *x.shape[1:]), target=t))
+        x, BASELINES.to(x).expand(-1, *x.shape[1:]), target=t))
     found["gradient_shap"] = ("captum", lambda x, t: ca.GradientShap(model).attribute(
-        x, BASELINES.expand(-1, *x.shape[1:]), n_samples=s["n_samples"] // 5, target=t))
+        x, BASELINES.to(x).expand(-1, *x.shape[1:]), n_samples=s["n_samples"] // 5, target=t))
     found["layer_conductance"] = ("captum", lambda x, t: ca.LayerConductance(
         model, module).attribute(x, target=t, n_steps=s["n_steps"],
                                  internal_batch_size=batch_size))
@@ -233,18 +235,21 @@ def ratios(seconds: float, best: dict[str, float], prefix: str = "") -> dict[str
 
 
 def bench_model(name: str, quick: bool, batch: int, batch_size: int, rounds: int,
-                methods: list[str] | None = None) -> list[dict]:
+                methods: list[str] | None = None,
+                device: torch.device = torch.device("cpu")) -> list[dict]:
     from seethrough.attribution import attribute
 
     model, layer = load(name)
+    model.to(device)
     size = model.input_size[-1]
     torch.manual_seed(0)
-    images = torch.rand(batch, 3, size, size)
+    images = torch.rand(batch, 3, size, size).to(device)
     with torch.no_grad():
         targets = model(images).argmax(1)
     s = settings(quick)
     # the floors: the model's own forward + backward on the same images, as given and channels-last
-    floors = {(count, floor): forward_backward(model, images[:count], targets[:count], layout)
+    floors = {(count, floor): synchronized(
+                  forward_backward(model, images[:count], targets[:count], layout), device)
               for count in (batch, 1) for floor, layout in FLOORS.items()}
     fastest = dict.fromkeys(floors, math.inf)  # best floor times over every cell's rounds
     found = peers(model, layer, s, batch_size, window=max(1, -(-size // 8)))
@@ -260,12 +265,12 @@ def bench_model(name: str, quick: bool, batch: int, batch_size: int, rounds: int
 
         # one cell: every variant once per round, the best of the rounds for each
         functions = {floor: floors[count, floor] for floor in FLOORS}
-        functions["seethrough"] = ours
+        functions["seethrough"] = synchronized(ours, device)
         keys = [key for key in (method, f"{method} (pgc)") if key in PEER_OF]
         for key in keys:
             if key not in found:
                 continue
-            functions[key] = lambda peer=found[key][1], x=x, t=t: peer(x, t)
+            functions[key] = synchronized(lambda peer=found[key][1], x=x, t=t: peer(x, t), device)
         failures: dict[str, BaseException] = {}
         best = interleaved_best(functions, rounds, warmup=1 if which == "batch" else 0,
                                 failures=failures)
@@ -281,7 +286,7 @@ def bench_model(name: str, quick: bool, batch: int, batch_size: int, rounds: int
         else:
             row.update(ratios(best["seethrough"], best))
             try:
-                row["peak MB"] = (peak_memory(ours) if which == "batch" or not quick
+                row["peak MB"] = (peak_device_memory(ours, device) if which == "batch" or not quick
                                   else float("nan")) / MB
             except Exception as error:  # noqa: BLE001  (report the failure, keep benchmarking)
                 notes.append(f"error: {error}"[:80])
@@ -299,7 +304,8 @@ def bench_model(name: str, quick: bool, batch: int, batch_size: int, rounds: int
                 row["peer"] = library
                 row.update(ratios(best[key], best, "peer "))
                 try:
-                    row["peer peak MB"] = peak_memory(lambda peer=peer, x=x, t=t: peer(x, t)) / MB
+                    row["peer peak MB"] = peak_device_memory(
+                        lambda peer=peer, x=x, t=t: peer(x, t), device) / MB
                 except Exception as error:  # noqa: BLE001
                     notes.append(f"{library} failed: {error}"[:80])
             else:  # pytorch-grad-cam's GradCAM beside Captum's
@@ -320,7 +326,7 @@ def bench_model(name: str, quick: bool, batch: int, batch_size: int, rounds: int
             return attribute(model, images, targets, method="integrated_gradients",
                              n_steps=n_steps, batch_size=batch_size)
         rows.append({"model": name, "method": f"integrated_gradients n_steps={n_steps}",
-                     "images": batch, "peak MB": peak_memory(ig) / MB,
+                     "images": batch, "peak MB": peak_device_memory(ig, device) / MB,
                      "note": f"batch_size={batch_size}"})
     timed = [n for n in dict.fromkeys((batch, 1)) if math.isfinite(fastest[n, "plain"])]
     rows.append({"model": name, "method": "(forward+backward)", "images": batch,
@@ -329,6 +335,11 @@ def bench_model(name: str, quick: bool, batch: int, batch_size: int, rounds: int
                          f"{fastest[count, floor] * 1000:.1f} ms {floor}" for floor in FLOORS)
                      for count in timed) + " (best round of all cells)"})
     return rows
+
+
+def device_name(device: torch.device) -> str:
+    """The device as the table's settings line names it."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
 
 
 def main(argv=None) -> int:
@@ -341,7 +352,11 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=32, help="internal batch of every library")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (timings wait for the GPU)")
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA GPU here (torch.cuda.is_available() is False)")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
@@ -351,7 +366,7 @@ def main(argv=None) -> int:
     for name in args.models.split(","):
         try:
             rows += bench_model(name.strip(), args.quick, args.batch, args.batch_size,
-                                args.rounds, methods)
+                                args.rounds, methods, device)
         except Exception as error:  # noqa: BLE001  (e.g. weights not bundled yet)
             rows.append({"model": name, "method": "-", "note": f"skipped: {error}"[:100]})
     floors = [f"x {floor} fwd+bwd" for floor in FLOORS]
@@ -359,7 +374,7 @@ def main(argv=None) -> int:
                *(f"peer {column}" for column in floors), "peer peak MB", "note"]
     peer_versions = ", ".join(f"{library} {v}" for library, v in installed_peers().items())
     print(f"settings: {settings(args.quick)}, batch {args.batch}, batch_size {args.batch_size}, "
-          f"best of {args.rounds} interleaved rounds, {args.threads} threads, "
+          f"best of {args.rounds} interleaved rounds, {args.threads} threads, {device_name(device)}, "
           f"torch {torch.__version__}; {peer_versions}\n")
     print(markdown_table(rows, columns))
     return 0

@@ -1,4 +1,4 @@
-"""Timing and memory helpers for the benchmarks (CPU): best of interleaved rounds, peak extra RSS.
+"""Timing and memory helpers for the benchmarks (CPU, and CUDA where asked): best of interleaved rounds, peak extra RSS.
 
 Times are the best (minimum) of several interleaved rounds (``interleaved_best``): each round
 calls every variant of a cell once in turn (the model's own forward (+backward) on plain and on
@@ -120,6 +120,33 @@ def peak_memory_in_fresh_process(setup: str, call: str) -> float:
     out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
                          text=True)
     return float("nan") if out.returncode else float(out.stdout.strip().splitlines()[-1])
+
+
+def synchronized(function: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    """``function`` followed by waiting for ``device`` to finish its queued work (on CUDA
+    kernels run asynchronously: a wall time without the wait measures only their launch)."""
+    if device.type != "cuda":
+        return function
+
+    def run():
+        result = function()
+        torch.cuda.synchronize(device)
+        return result
+
+    return run
+
+
+def peak_device_memory(function: Callable[[], object], device: torch.device) -> float:
+    """Bytes by which the CUDA allocator's peak grew during one call (``peak_memory`` on CPU)."""
+    if device.type != "cuda":
+        return peak_memory(function)
+    gc.collect()
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    function()
+    torch.cuda.synchronize(device)
+    return float(max(0, torch.cuda.max_memory_allocated(device) - before))
 
 
 def forward_backward(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor,

@@ -131,3 +131,85 @@ def test_style_transfer_runs_on_the_device(models):
     result = transfer_style(device_model, x, x, steps=2)
     assert result.images.shape == (1, 3, 64, 64)
     assert torch.isfinite(result.images).all()
+
+
+@pytest.mark.parametrize("method, options", [
+    ("fgsm", {"eps": 4 / 255}),
+    ("pgd", {"eps": 4 / 255, "steps": 3, "random_start": False}),
+    ("deepfool", {"steps": 5}),
+])
+def test_attacks_on_the_device_equal_the_cpu(method, options, models, images_and_targets):
+    """Sign-of-gradient steps can flip where a gradient is ~0: almost every pixel must agree."""
+    cpu, device_model = models
+    images, _ = images_and_targets
+    expected = seethrough.attack(cpu, images, method=method, **options)
+    actual = seethrough.attack(device_model, images.to(DEVICE), method=method, **options)
+    assert actual.images.device.type == DEVICE.type
+    agree = ((actual.images.cpu() - expected.images).abs() <= 1e-4).float().mean()
+    assert float(agree) >= 0.99, f"{method}: only {float(agree):.4f} of the pixels agree"
+
+
+def test_gan_generation_segmentation_and_ablation_on_the_device_equal_the_cpu():
+    from seethrough.gan.interventions import ablation_effect, concept_pixels
+    from seethrough.gan.quality import generate_images, sample_latents
+    from seethrough.models import load_model
+
+    generator, segmenter = load_model("conceptworld_gan"), load_model("conceptworld_segmenter")
+    latents = sample_latents(16, generator.latent_dim, seed=0)
+    expected = generate_images(generator, latents)
+    device_generator = copy.deepcopy(generator).to(DEVICE)
+    device_segmenter = copy.deepcopy(segmenter).to(DEVICE)
+    actual = generate_images(device_generator, latents.to(DEVICE))
+    assert_close_to_scale(actual, expected, "generated images")
+    same = (concept_pixels(device_segmenter, expected.to(DEVICE), "red").cpu()
+            == concept_pixels(segmenter, expected, "red")).float().mean()
+    assert float(same) >= 0.999, f"segmenter labels agree on only {float(same):.4f} of pixels"
+    units = [0, 1, 2, 3]
+    on_cpu = ablation_effect(generator, segmenter, "layer3", units, "red", latents,
+                             random_draws=1)
+    on_device = ablation_effect(device_generator, device_segmenter, "layer3", units,
+                                "red", latents.to(DEVICE), random_draws=1)
+    assert abs(on_device.removed - on_cpu.removed) <= 0.01
+
+
+def test_gan_inversion_runs_on_the_device():
+    from seethrough.gan.inversion import invert
+    from seethrough.gan.quality import generate_images, sample_latents
+    from seethrough.models import load_model
+
+    generator = load_model("conceptworld_gan").to(DEVICE)
+    images = generate_images(generator, sample_latents(2, generator.latent_dim, seed=1).to(DEVICE))
+    result = invert(generator, images, steps=5, progress=False)
+    assert torch.isfinite(result.latents).all() and result.latents.shape[0] == 2
+
+
+def test_stylizer_on_the_device_equals_the_cpu_and_trains_there():
+    from seethrough.featureviz.stylizers import load_stylizer, stylize, train_stylizer
+    from seethrough.models import load_model
+
+    stylizer = load_stylizer("stained_glass")
+    content = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    expected = stylize(stylizer, content)
+    actual = stylize(copy.deepcopy(stylizer).to(DEVICE), content.to(DEVICE))
+    assert_close_to_scale(actual, expected, "stylized images")
+    extractor = load_model("conceptnet").to(DEVICE)
+    trained = train_stylizer(content[0], content, extractor=extractor, size=32, steps=3,
+                             content_layer="features.block3",
+                             style_layers=["features.block1", "features.block2"], progress=False)
+    assert len(trained.history) == 3 and all(torch.isfinite(torch.tensor(row["total"]))
+                                             for row in trained.history)
+
+
+def test_cka_and_features_on_the_device_equal_the_cpu(models, images_and_targets):
+    from seethrough.circuits.cka import cka
+    from seethrough.represent.extract import features
+
+    cpu, device_model = models
+    images, _ = images_and_targets
+    images = torch.cat([images, images.flip(-1), images.flip(-2)])
+    expected = features(cpu, "layer2", images, progress=False)
+    actual = features(device_model, "layer2", images.to(DEVICE), progress=False)
+    assert_close_to_scale(actual, expected, "layer2 features")
+    x, y = torch.randn(40, 8), torch.randn(40, 8)
+    for kernel in ("linear", "rbf"):
+        assert abs(cka(x.to(DEVICE), y.to(DEVICE), kernel) - cka(x, y, kernel)) <= 1e-4

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seethrough.core.device import model_device
 from seethrough.core.scope import run_scope
 from seethrough.errors import InputError
 from seethrough.featureviz.stylizers.network import ConditionalInstanceNorm, TransformNet
@@ -156,8 +157,10 @@ def _fit(net: TransformNet, parameters: list[nn.Parameter], loss: PerceptualLoss
          grams: list[dict], pool: Sequence[torch.Tensor], *, size: int, batch: int, steps: int,
          lr: float, generator: torch.Generator, pick_style, styles: int,
          progress: bool | None, max_seconds: float | None = None) -> list[dict]:
-    """Adam on ``parameters``; each step one style (``pick_style()``) for a batch of crops;
+    """Adam on ``parameters``; each step one style (``pick_style()``) for a batch of crops
+    (drawn on the CPU, so a seed gives the same crops on every device, then moved to the net's);
     a step with non-finite gradients is skipped; stops once ``max_seconds`` have passed."""
+    device = model_device(net)
     deadline = time.perf_counter() + (math.inf if max_seconds is None else max_seconds)
     optimizer = torch.optim.Adam(parameters, lr=lr)
     history = []
@@ -166,8 +169,8 @@ def _fit(net: TransformNet, parameters: list[nn.Parameter], loss: PerceptualLoss
         bar = progress_bar(range(steps), "stylizer", progress=progress, unit="step")
         for step in bar:
             index = pick_style()
-            content = random_crops(pool, batch, size, generator)
-            weights = F.one_hot(torch.full((batch,), index), styles).float()
+            content = random_crops(pool, batch, size, generator).to(device)
+            weights = F.one_hot(torch.full((batch,), index), styles).float().to(device)
             terms = loss(net(content, weights), content, grams[index])
             optimizer.zero_grad(set_to_none=True)
             terms["total"].mean().backward()
@@ -196,6 +199,7 @@ def train_stylizer(style_images, content_images: torch.Tensor | None = None, *,
         content_images: (N, 3, H, W) photos to crop from; default ``content_pool(size)``.
         styles: a name per style image (default ``style0``, ``style1``...).
         extractor: the loss network (default ``load_model("mobilenet_v2")``); its state is restored.
+            Training runs on its device (move it to a GPU to train there).
         norm: ``"instance"`` (default for one style), ``"batch"`` or ``"conditional"`` (default
             and required for several styles).
         seed: network initialisation, crops and style order; the same seed gives the same weights.
@@ -211,16 +215,17 @@ def train_stylizer(style_images, content_images: torch.Tensor | None = None, *,
         raise InputError(f"{len(names)} style names for {count} style images")
     norm = norm or ("conditional" if count > 1 else "instance")
     extractor, extractor_name = _extractor(extractor)
+    device = model_device(extractor)
     loss = PerceptualLoss(extractor, content_layer=content_layer, style_layers=style_layers,
                           content_weight=content_weight, style_weight=style_weight, size=size)
-    style = F.interpolate(style, size=(size, size), mode="bilinear", antialias=True,
+    style = F.interpolate(style.to(device), size=(size, size), mode="bilinear", antialias=True,
                           align_corners=False)
     with run_scope(extractor, mode="eval"):
         grams = [loss.style_grams(style[i:i + 1]) for i in range(count)]
     pool = _pool(content_images, size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = TransformNet(channels=channels, blocks=blocks, norm=norm, styles=count)
+        net = TransformNet(channels=channels, blocks=blocks, norm=norm, styles=count).to(device)
     generator = torch.Generator().manual_seed(seed)
     history = _fit(net, list(net.parameters()), loss, grams, pool, size=size, batch=batch,
                    steps=steps, lr=lr, generator=generator, styles=count, progress=progress,
@@ -248,11 +253,11 @@ def add_style(stylizer: Stylizer, new_style_image: torch.Tensor, *, name: str | 
     extractor, _ = _extractor(extractor, settings["extractor"])
     loss = PerceptualLoss(extractor, **{key: settings[key] for key in LOSS_SETTINGS})
     size = settings["size"]
-    style = F.interpolate(style, size=(size, size), mode="bilinear", antialias=True,
-                          align_corners=False)
+    style = F.interpolate(style.to(model_device(extractor)), size=(size, size), mode="bilinear",
+                          antialias=True, align_corners=False)
     with run_scope(extractor, mode="eval"):
         grams = loss.style_grams(style)
-    new = copy.deepcopy(stylizer)
+    new = copy.deepcopy(stylizer).to(model_device(extractor))
     parameters = [parameter for norm in new.net.norms() if isinstance(norm, ConditionalInstanceNorm)
                   for parameter in norm.add_style()]
     new.net.styles += 1
