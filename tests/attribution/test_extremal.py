@@ -241,7 +241,9 @@ def test_deterministic_and_batched_rows_are_independent(concept):
         for k, area in enumerate((0.1, 0.3)):
             alone = extremal_perturbation(model, x[i:i + 1], y[i:i + 1], areas=area, iterations=6,
                                           batch_size=1)
-            torch.testing.assert_close(alone.raw[0, 0], a.raw[i, k], rtol=0, atol=1e-4)
+            # 1e-3: oneDNN blocks a batch of 1 and of 4 differently (1.4e-4 seen); rows that
+            # mixed would differ by ~0.1
+            torch.testing.assert_close(alone.raw[0, 0], a.raw[i, k], rtol=0, atol=1e-3)
 
 
 def test_area_constraint_is_met_and_delete_removes_the_evidence(concept):

@@ -174,7 +174,7 @@ def integrated_gradients(
     Completeness: ``maps.sum() ~= f(x) - f(x')``, closer with more steps.
     ``raw`` is the attribution per colour channel; ``maps`` its sum over channels.
     """
-    alphas, weights = (t.to(images.device) for t in quadrature(rule, n_steps))
+    alphas, weights = (t.to(images) for t in quadrature(rule, n_steps))  # device and dtype
     start = as_baseline(baseline, images)
     target.resolve(model, images, batch_size)
     total = torch.zeros_like(images)

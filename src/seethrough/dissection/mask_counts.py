@@ -127,7 +127,8 @@ def _torch_counts(acts: torch.Tensor, thresholds: torch.Tensor, rows: Bands, col
     # a filter only (the pixels are tested in float64 below): compare with the largest float32
     # not above each threshold, so that no cell with a pixel above the threshold is missed
     below = thresholds.float()
-    below = torch.where(below.double() > thresholds, below.nextafter(torch.tensor(-torch.inf)), below)
+    lower = below.nextafter(torch.full_like(below, -torch.inf))
+    below = torch.where(below.double() > thresholds, lower, below)
     image, unit, band_r, band_c = (cell_max > below[None, :, None, None]).nonzero(as_tuple=True)
     per_image = torch.zeros(n * units * concepts, dtype=torch.float64, device=device)
     area = torch.zeros(n * units, dtype=torch.float64, device=device)

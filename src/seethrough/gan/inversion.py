@@ -100,18 +100,19 @@ def invert(generator: nn.Module, images: torch.Tensor, *, steps: int = 300, lr: 
         draws = torch.Generator().manual_seed(0)
         latents, start_name = torch.randn(len(images), dim, generator=draws), "random"
     elif start == "encoder":
-        encoder = encoder or load_encoder()
+        encoder = encoder or load_encoder().to(images.device)
         with torch.no_grad():
             latents, start_name = encoder(images).detach(), "encoder"
     else:
         raise InputError(f"start is 'zeros', 'random', 'encoder' or a tensor of latents, not {start!r}")
     if latents.shape != (len(images), dim):
         raise InputError(f"starting latents must be ({len(images)}, {dim}), not {tuple(latents.shape)}")
+    latents = latents.to(images.device)  # drawn on the CPU: the same start on every device
     features = None
     if feature_weight > 0:
         from seethrough.models import load_model
 
-        features = classifier or load_model("conceptnet")
+        features = classifier or load_model("conceptnet").to(images.device)
     with preserve(generator), (preserve(features) if features is not None else nullcontext()):
         generator.eval().requires_grad_(False)
         if features is not None:
