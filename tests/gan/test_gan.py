@@ -8,7 +8,13 @@ import torch
 
 from seethrough.dissection import dissect
 from seethrough.errors import InputError
-from seethrough.gan.directions import conditional, fit_boundary, layer_control, walk
+from seethrough.gan.directions import (
+    conditional,
+    fit_boundaries,
+    fit_boundary,
+    layer_control,
+    walk,
+)
 from seethrough.gan.interventions import (
     ablation_effect,
     causal_units,
@@ -160,10 +166,8 @@ def test_forcing_units_on_in_a_region_makes_the_concept_appear_there(shipped, di
 def test_boundaries_beat_chance_and_walks_move_the_attribute(shipped):
     generator, segmenter, classifier = shipped
     state = _state(generator)
-    red = fit_boundary(generator, "colour:red", segmenter=segmenter, classifier=classifier,
-                          samples=1500)
-    sky = fit_boundary(generator, "scene:sky", segmenter=segmenter, classifier=classifier,
-                       samples=1500)
+    red, sky = fit_boundaries(generator, ["colour:red", "scene:sky"], segmenter=segmenter,
+                              classifier=classifier, samples=1500).values()
     assert red.held_out_accuracy > 0.8 and sky.held_out_accuracy > 0.8
     along = walk(generator, red.normal, ["colour:red", "scene:sky"], segmenter=segmenter,
                  classifier=classifier, latents=sample_latents(60, generator.latent_dim, 3))
@@ -176,6 +180,16 @@ def test_boundaries_beat_chance_and_walks_move_the_attribute(shipped):
     assert sky_change(free) < sky_change(along) / 2  # red and sky are entangled: conditioning helps
     assert free.scores[-1, 0] > 5 * free.scores[0, 0] + 0.02
     _same(generator, state)
+
+
+def test_boundaries_from_one_sample_set_equal_each_fitted_alone(shipped):
+    generator, segmenter, classifier = shipped
+    options = {"segmenter": segmenter, "classifier": classifier, "samples": 200}
+    both = fit_boundaries(generator, ["colour:red", "colour:blue"], **options)
+    alone = fit_boundary(generator, "colour:blue", **options)
+    assert list(both) == ["colour:red", "colour:blue"]
+    assert torch.equal(both["colour:blue"].normal, alone.normal)
+    assert both["colour:blue"].held_out_accuracy == alone.held_out_accuracy
 
 
 def test_layer_control_is_measured_per_layer_and_leaves_the_generator(shipped):

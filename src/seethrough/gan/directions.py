@@ -1,7 +1,7 @@
 """Latent directions (Shen et al. 2020, InterFaceGAN) and which layer controls what (Yang et al.
 2021, the GAN hierarchy).
 
-* ``fit_boundary``: sample latents, score an attribute on their images, keep the top and bottom
+* ``fit_boundary`` (``fit_boundaries`` for several from one sample set): sample latents, score an attribute on their images, keep the top and bottom
   ``extreme`` share (InterFaceGAN: 2 % each of 500k; here of ``samples``) as positives and
   negatives, fit a linear SVM (scikit-learn's ``LinearSVC``) on a training part and report its
   accuracy on the held-out part. The boundary's unit normal is the direction.
@@ -64,14 +64,39 @@ def fit_boundary(generator: nn.Module, attribute: str, *, segmenter: nn.Module,
                  classifier: nn.Module, samples: int = 4000, extreme: float = 0.1,
                  held_out: float = 0.3, seed: int = 0) -> Boundary:
     """InterFaceGAN's boundary of ``attribute`` (see the module docstring)."""
-    from sklearn.svm import LinearSVC
+    return fit_boundaries(generator, [attribute], segmenter=segmenter, classifier=classifier,
+                          samples=samples, extreme=extreme, held_out=held_out, seed=seed)[attribute]
 
+
+def fit_boundaries(generator: nn.Module, attributes: list[str], *, segmenter: nn.Module,
+                   classifier: nn.Module, samples: int = 4000, extreme: float = 0.1,
+                   held_out: float = 0.3, seed: int = 0,
+                   skip_unseparable: bool = False) -> dict[str, Boundary]:
+    """``{attribute: Boundary}`` from one set of ``samples`` latents, generated and scored once
+    (as InterFaceGAN labels one sample set for all its attributes); each is what
+    ``fit_boundary`` gives for it alone. ``skip_unseparable`` leaves out an attribute whose
+    scores do not separate at the extremes instead of raising."""
     if not 0 < extreme <= 0.5:
         raise InputError(f"extreme is the share kept at each end, in (0, 0.5], not {extreme}")
     latents = sample_latents(samples, generator.latent_dim, seed)
-    scores = attribute_scores(generate_images(generator, latents), [attribute],
-                              segmenter=segmenter, classifier=classifier)[attribute]
-    count = max(4, int(extreme * samples))
+    scores = attribute_scores(generate_images(generator, latents), list(attributes),
+                              segmenter=segmenter, classifier=classifier)
+    boundaries = {}
+    for attribute in attributes:
+        try:
+            boundaries[attribute] = _boundary(attribute, latents, scores[attribute], extreme,
+                                              held_out, seed)
+        except InputError:
+            if not skip_unseparable:
+                raise
+    return boundaries
+
+
+def _boundary(attribute: str, latents: torch.Tensor, scores: torch.Tensor, extreme: float,
+              held_out: float, seed: int) -> Boundary:
+    from sklearn.svm import LinearSVC
+
+    count = max(4, int(extreme * len(latents)))
     order = scores.argsort()
     negatives, positives = order[:count], order[-count:]
     if scores[positives].min() <= scores[negatives].max():
@@ -257,5 +282,6 @@ def _mixed(generator: nn.Module, layer: str, latents: torch.Tensor, donor: torch
         handle.remove()
 
 
-__all__ = ["Boundary", "LayerControl", "Walk", "conditional", "fit_boundary", "layer_control",
+__all__ = ["Boundary", "LayerControl", "Walk", "conditional", "fit_boundaries", "fit_boundary",
+           "layer_control",
            "walk"]

@@ -193,17 +193,12 @@ def _interventions_html(generator, result, segmenter, data: SectionData, layer: 
 def _directions_html(generator, segmenter, classifier, layers, quick: bool) -> tuple[str, dict]:
     import pandas as pd
 
-    from seethrough.errors import InputError
-    from seethrough.gan.directions import conditional, fit_boundary, layer_control, walk
+    from seethrough.gan.directions import conditional, fit_boundaries, layer_control, walk
 
     samples = 300 if quick else 4000
-    boundaries = {}
-    for attribute in ATTRIBUTES[:2] if quick else ATTRIBUTES:
-        try:
-            boundaries[attribute] = fit_boundary(generator, attribute, segmenter=segmenter,
-                                                 classifier=classifier, samples=samples)
-        except InputError:
-            continue
+    boundaries = fit_boundaries(generator, list(ATTRIBUTES[:2] if quick else ATTRIBUTES),
+                                segmenter=segmenter, classifier=classifier, samples=samples,
+                                skip_unseparable=True)
     frame = pd.DataFrame([{"attribute": a, "held-out accuracy": b.held_out_accuracy,
                            "train accuracy": b.train_accuracy, "examples per side": b.positives}
                           for a, b in boundaries.items()])
