@@ -68,6 +68,21 @@ def dissected(shipped):
                    progress=False)
 
 
+@pytest.fixture(scope="module")
+def causal(shipped, dissected):
+    """The section's two concepts of layer3, and per concept (those two, green and red: held
+    out) the causal units, ranked by each unit's own effect on other latents (seed 5): one
+    generation per unit serves every concept (the ranking of one is the same alone)."""
+    from seethrough.gan.section import _pick_concepts
+
+    generator, segmenter, _ = shipped
+    concepts = _pick_concepts(dissected, "layer3", 2)
+    assert len(concepts) == 2
+    ranking = sample_latents(30, generator.latent_dim, seed=5)
+    return concepts, causal_units(generator, segmenter, "layer3", [*concepts, "green", "red"],
+                                  ranking, ablated_count(32))
+
+
 def test_tiny_training_is_deterministic_and_learns():
     options = dict(steps=4, n_train=48, batch_size=16, latent_dim=8, width=4, threads=1,
                    progress=False, measure=False)
@@ -119,21 +134,16 @@ def test_generated_world_is_a_pure_function_of_seed_and_index(shipped):
     assert not torch.equal(one[200]["image"], GeneratedWorld(generator, segmenter, 300, seed=2)[200]["image"])
 
 
-def test_ablating_a_concepts_units_removes_most_of_it_and_random_units_do_not(shipped, dissected):
+def test_ablating_a_concepts_units_removes_most_of_it_and_random_units_do_not(shipped, causal):
     """Units ranked by their own effect on other latents (seed 5), measured on seed 9; the
     section's two concepts and one it does not name (green: held out)."""
-    from seethrough.gan.section import _pick_concepts
-
     generator, segmenter, _ = shipped
     state = _state(generator)
     latents = sample_latents(100, generator.latent_dim, seed=9)
-    ranking = sample_latents(30, generator.latent_dim, seed=5)
-    concepts = _pick_concepts(dissected, "layer3", 2)
-    assert len(concepts) == 2
+    concepts, units_of = causal
     removed = []
-    chosen = causal_units(generator, segmenter, "layer3", [*concepts, "green"], ranking,
-                          ablated_count(32))
-    for concept, units in chosen.items():
+    for concept in [*concepts, "green"]:
+        units = units_of[concept]
         effect = ablation_effect(generator, segmenter, "layer3", units, concept, latents)
         assert effect.removed > 4 * max(effect.removed_random, 0.02), (concept, effect)
         removed.append(effect.removed)
@@ -141,20 +151,17 @@ def test_ablating_a_concepts_units_removes_most_of_it_and_random_units_do_not(sh
     _same(generator, state)
 
 
-def test_forcing_units_on_in_a_region_makes_the_concept_appear_there(shipped, dissected):
+def test_forcing_units_on_in_a_region_makes_the_concept_appear_there(shipped, causal):
     """The causal units of the section's concepts and of one it does not name (red)."""
-    from seethrough.gan.section import _pick_concepts
-
     generator, segmenter, _ = shipped
     state = _state(generator)
     latents = sample_latents(60, generator.latent_dim, seed=4)
-    ranking = sample_latents(30, generator.latent_dim, seed=5)
-    concepts = [*_pick_concepts(dissected, "layer3", 2), "red"]
+    concepts, units_of = causal
     region = torch.zeros(64, 64, dtype=torch.bool)
     region[36:60, 4:28] = True
     rises = []
-    for concept, units in causal_units(generator, segmenter, "layer3", concepts, ranking,
-                                       ablated_count(32)).items():
+    for concept in [*concepts, "red"]:
+        units = units_of[concept]
         effect = insertion_effect(generator, segmenter, "layer3", units, concept, latents, region)
         rise = effect.inside_after - effect.inside_before
         assert rise > 0.1 and rise > 5 * (effect.outside_after - effect.outside_before), effect
