@@ -16,6 +16,7 @@ def test_gan_command_writes_the_section_with_its_measurements(tmp_path, capsys):
     facts = json.loads((out / "report.json").read_text())["sections"][0]["facts"]
     # the claims are tested in test_gan.py; here: the section measured each of them
     assert facts["frechet_distance"] < facts["frechet_distance_noise"] / 3
+    assert "What it draws and what it omits" in text and "static" in facts["coverage_dropped"]
     assert facts["ablation_removed"] and facts["insertion"]["concept"] in facts["ablation_removed"]
     assert set(facts["boundaries"]) == {"colour:red", "colour:blue"}
     assert len(facts["layer_control"]) == 1 and len(facts["prior"]) == 3

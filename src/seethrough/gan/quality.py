@@ -1,5 +1,6 @@
-"""How good a generator is, offline: a Fréchet distance on ConceptNet features and ConceptNet's
-class distribution on generated images.
+"""How good a generator is, offline: a Fréchet distance on ConceptNet features, ConceptNet's
+class distribution on generated images, and which concepts it draws as often as the real world
+does (``concept_coverage``).
 
 FID (Heusel et al. 2017) needs Inception weights that do not install offline; the same distance
 on the 128 pooled features of the bundled ConceptNet (a network trained on this world) stands in
@@ -97,5 +98,44 @@ def generator_quality(generator: nn.Module, real_images: torch.Tensor, *, sample
     }
 
 
-__all__ = ["feature_extractor", "features_of", "frechet_distance", "generate_images",
-           "generator_quality", "sample_latents"]
+def concept_shares(segmenter: nn.Module, images: torch.Tensor) -> dict[tuple[str, str], float]:
+    """``{(category, concept): share}``: the share of pixels the segmenter labels with each
+    shape, colour and texture, and of images with each scene."""
+    from seethrough.data import ConceptWorld
+    from seethrough.models.segmenter import segment
+
+    labels = segment(segmenter, images)
+    shares = {}
+    for category, names in ConceptWorld.categories.items():
+        counts = torch.bincount(labels[category].flatten().cpu(), minlength=len(names)).double()
+        shares.update({(category, name): float(counts[k] / counts.sum())
+                       for k, name in enumerate(names) if k > 0})
+    return shares
+
+
+def concept_coverage(generator: nn.Module, real_images: torch.Tensor, segmenter: nn.Module, *,
+                     samples: int = 1000, seed: int = 1):
+    """Per concept, its share in ``samples`` generated images and in ``real_images`` (both
+    labelled by ``segmenter``) and their ratio: a distribution-level view of mode dropping, as
+    in Bau et al. 2019 ("Seeing what a GAN cannot generate": segmentation statistics of
+    generated against real images). A ratio near 0 is a concept the generator omits; above 1,
+    one it overdraws. Rows sorted by ratio, lowest first.
+
+    Example:
+        >>> from seethrough.models import load_model                          # doctest: +SKIP
+        >>> concept_coverage(load_model("conceptworld_gan"), real,            # doctest: +SKIP
+        ...                  load_model("conceptworld_segmenter")).head(3)
+    """
+    import pandas as pd
+
+    generated = concept_shares(segmenter, generate_images(
+        generator, sample_latents(samples, generator.latent_dim, seed)))
+    real = concept_shares(segmenter, real_images)
+    rows = [{"category": category, "concept": concept, "generated": generated[category, concept],
+             "real": share, "ratio": generated[category, concept] / share if share else float("nan")}
+            for (category, concept), share in real.items()]
+    return pd.DataFrame(rows).sort_values("ratio", kind="stable").reset_index(drop=True)
+
+
+__all__ = ["concept_coverage", "concept_shares", "feature_extractor", "features_of",
+           "frechet_distance", "generate_images", "generator_quality", "sample_latents"]

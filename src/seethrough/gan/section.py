@@ -66,6 +66,35 @@ def _samples_html(generator: nn.Module, data: SectionData, classifier: nn.Module
     return body, quality
 
 
+#: a concept drawn at under this share of its real frequency is "dropped"; over the inverse,
+#: "overdrawn"
+DROPPED = 0.25
+
+
+def _coverage_html(generator: nn.Module, data: SectionData, segmenter: nn.Module,
+                   quick: bool) -> tuple[str, dict]:
+    from seethrough.gan.quality import concept_coverage
+
+    samples = 300 if quick else 1000
+    frame = concept_coverage(generator, data.images, segmenter, samples=samples)
+    dropped = frame[frame.ratio < DROPPED]
+    overdrawn = frame[frame.ratio > 1 / DROPPED]
+
+    def named(rows) -> str:
+        return ", ".join(f"{row.concept} ({row.ratio:.2f})" for row in rows.itertuples()) or "none"
+
+    body = ("<h4>What it draws and what it omits</h4><p>The segmenter's labels on "
+            f"{samples} generated and {len(data.images)} real images: each concept's share of "
+            "pixels (of images, for scenes) and the ratio generated / real, as Bau et al. 2019 "
+            "compare segmentation statistics to find what a GAN cannot generate. "
+            f"Dropped (ratio under {DROPPED}): <b>{named(dropped)}</b>. Overdrawn (over "
+            f"{1 / DROPPED:.0f}): <b>{named(overdrawn)}</b>.</p>"
+            + table_html(frame.round(4)))
+    facts = {"coverage_dropped": dict(zip(dropped.concept, dropped.ratio.round(3))),
+             "coverage_overdrawn": dict(zip(overdrawn.concept, overdrawn.ratio.round(3)))}
+    return body, facts
+
+
 def _dissection(generator, layers, segmenter, samples: int, options: SectionOptions):
     from seethrough.dissection import dissect
     from seethrough.gan.world import GeneratedWorld
@@ -313,6 +342,9 @@ def section(generator: nn.Module, data: SectionData, options: SectionOptions) ->
     body, facts = _samples_html(generator, data, classifier, quick)
     facts = {"frechet_distance": facts["frechet_distance"],
              "frechet_distance_noise": facts["frechet_distance_noise"]}
+    coverage_body, coverage_facts = _coverage_html(generator, data, segmenter, quick)
+    body += coverage_body
+    facts.update(coverage_facts)
     result = _dissection(generator, layers, segmenter, 120 if quick else 1000, options)
     body += _dissection_html(result)
     middle = layers[len(layers) // 2]
