@@ -184,6 +184,7 @@ def test_forcing_units_on_in_a_region_makes_the_concept_appear_there(shipped, ca
         effect = insertion_effect(generator, segmenter, "layer3", units, concept, latents, region)
         rise = effect.inside_after - effect.inside_before
         assert rise > 0.1 and rise > 5 * (effect.outside_after - effect.outside_before), effect
+        assert effect.gained == concept and abs(effect.gained_share - rise) < 1e-6, effect.gained
         rises.append(rise)
     assert sum(rises) / len(rises) > 0.5 and max(rises) > 0.8, rises  # white rises least
     _same(generator, state)

@@ -177,6 +177,10 @@ class InsertionEffect(FieldResult):
     outside_after: float
     images: torch.Tensor
     edited: torch.Tensor
+    #: the concept of the same category whose share of the region rose most, and by how much
+    #: (``concept`` itself when the edit works; another when the units paint something else)
+    gained: str = ""
+    gained_share: float = 0.0
 
     def to_frame(self):
         import pandas as pd
@@ -218,10 +222,30 @@ def insertion_effect(generator: nn.Module, segmenter: nn.Module, layer: str, uni
     before = concept_pixels(segmenter, before_images, concept).float()
     after = concept_pixels(segmenter, after_images, concept).float()
     inside, outside = region, ~region
+    gained, share = _most_gained(segmenter, before_images, after_images, concept, region)
     return InsertionEffect(layer, concept, list(units),
                            float(before[:, inside].mean()), float(after[:, inside].mean()),
                            float(before[:, outside].mean()), float(after[:, outside].mean()),
-                           before_images, after_images)
+                           before_images, after_images, gained, share)
+
+
+def _most_gained(segmenter: nn.Module, before: torch.Tensor, after: torch.Tensor, concept: str,
+                 region: torch.Tensor) -> tuple[str, float]:
+    """The concept of ``concept``'s category whose share of ``region`` rose most, and the rise."""
+    from seethrough.data import ConceptWorld
+    from seethrough.models.segmenter import segment
+
+    category, _ = concept_label(concept)
+    names = ConceptWorld.categories[category]
+
+    def shares(images: torch.Tensor) -> torch.Tensor:
+        labels = segment(segmenter, images)[category]
+        labels = labels[:, region.to(labels.device)] if labels.dim() == 3 else labels
+        return torch.bincount(labels.flatten().cpu(), minlength=len(names)).double() / labels.numel()
+
+    rise = (shares(after) - shares(before))[1:]  # label 0 is "none"
+    best = int(rise.argmax())
+    return names[best + 1], float(rise[best])
 
 
 @dataclass

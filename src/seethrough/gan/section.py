@@ -181,11 +181,15 @@ def _interventions_html(generator, result, segmenter, data: SectionData, layer: 
     insertions = [(insertion_effect(generator, segmenter, layer, units, effect.concept, latents,
                                     region), units) for effect, units in effects]
     body += ("<p>Forcing the same units on in the lower-left square (each at its mean peak "
-             "activation): the share of the square, and of the rest, that shows the concept.</p>"
+             "activation): the share of the square, and of the rest, that shows the concept; "
+             "the last column names what the square gained most (another concept when the "
+             "units are shared).</p>"
              + table_html(pd.DataFrame([{
                  "concept": inserted.concept, "square before": inserted.inside_before,
                  "square after": inserted.inside_after, "outside before": inserted.outside_before,
-                 "outside after": inserted.outside_after} for inserted, _ in insertions])))
+                 "outside after": inserted.outside_after,
+                 "square gained most": f"{inserted.gained} (+{inserted.gained_share:.0%})"}
+                 for inserted, _ in insertions])))
     inserted, units = max(insertions, key=lambda pair: pair[0].inside_after - pair[0].inside_before)
     from seethrough.circuits.edit import Off, edit
     from seethrough.gan.figures import image_grid_figure
