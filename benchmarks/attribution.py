@@ -22,8 +22,8 @@ at the same moments. Batch cells get one untimed round first; one-image cells do
 calls are long, and the best of the rounds drops the first one's warm-up).
 
 Each ratio is given against both floors: ``x plain fwd+bwd`` (the model as a user calls it) and
-``x channels-last fwd+bwd``, the fastest floor of the same model. seethrough feeds the model
-channels-last images (``seethrough.layout``), so a ratio below 1 against the plain floor can hide
+``x channels-last fwd+bwd``, the fastest floor of the same model on the CPU. seethrough feeds
+the model channels-last images there (``seethrough.layout``; on a GPU it leaves them as given), so a ratio below 1 against the plain floor can hide
 overhead that the channels-last column shows. The row "(forward+backward)" gives both floors'
 best times in milliseconds. A peer that is not installed says so in its cells.
 pytorch-grad-cam needs the model's parameters to require gradients (it backpropagates a loss
