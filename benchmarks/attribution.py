@@ -21,11 +21,12 @@ peer's equivalent; each variant's time is its best round, so every ratio compare
 at the same moments. Batch cells get one untimed round first; one-image cells do not (their
 calls are long, and the best of the rounds drops the first one's warm-up).
 
-Each ratio is given against both floors: ``x plain fwd+bwd`` (the model as a user calls it) and
-``x channels-last fwd+bwd``, the fastest floor of the same model on the CPU. seethrough feeds
-the model channels-last images there (``seethrough.layout``; on a GPU it leaves them as given), so a ratio below 1 against the plain floor can hide
-overhead that the channels-last column shows. The row "(forward+backward)" gives both floors'
-best times in milliseconds. A peer that is not installed says so in its cells.
+Each ratio is given against both floors: ``x plain fwd+bwd`` (the model as a user calls it) and ``x
+channels-last fwd+bwd``, the fastest floor of the same model on the CPU. seethrough feeds the model
+channels-last images there (``seethrough.layout``; on a GPU it leaves them as given), so a ratio
+below 1 against the plain floor can hide overhead that the channels-last column shows. The row
+"(forward+backward)" gives both floors' best times in milliseconds. A peer that is not installed
+says so in its cells.
 pytorch-grad-cam needs the model's parameters to require gradients (it backpropagates a loss
 through them), so its cells run that way; the other libraries run with frozen parameters.
 """
@@ -374,7 +375,8 @@ def main(argv=None) -> int:
                *(f"peer {column}" for column in floors), "peer peak MB", "note"]
     peer_versions = ", ".join(f"{library} {v}" for library, v in installed_peers().items())
     print(f"settings: {settings(args.quick)}, batch {args.batch}, batch_size {args.batch_size}, "
-          f"best of {args.rounds} interleaved rounds, {args.threads} threads, {device_name(device)}, "
+          f"best of {args.rounds} interleaved rounds, {args.threads} threads, "
+          f"{device_name(device)}, "
           f"torch {torch.__version__}; {peer_versions}\n")
     print(markdown_table(rows, columns))
     return 0

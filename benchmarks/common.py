@@ -1,4 +1,5 @@
-"""Timing and memory helpers for the benchmarks (CPU, and CUDA where asked): best of interleaved rounds, peak extra RSS.
+"""Timing and memory helpers for the benchmarks (CPU, and CUDA where asked): best of interleaved
+rounds, peak extra RSS (peak CUDA allocation on a GPU).
 
 Times are the best (minimum) of several interleaved rounds (``interleaved_best``): each round
 calls every variant of a cell once in turn (the model's own forward (+backward) on plain and on

@@ -1,21 +1,20 @@
 """Feed a model channels-last images on the CPU: the same numbers, often 15-40 % faster.
 
-oneDNN's convolutions run fastest on NHWC ("channels last") tensors. PyTorch picks them when
-the input is channels-last and every later activation keeps that layout, so converting the one
-input tensor is enough; the model's weights are not touched. Outputs agree with the default
-layout to float rounding. Gradients do too, except where a ReLU's input lies within rounding of
-0: the two layouts can then gate it differently, which moves an input gradient locally by a few
-% of its scale (a random resnet18 at 64 px: one gate at 2.9e-7, 6.5 % of the saliency map's
-largest value; the default layout happened to match float64 there). Neither is more right in
-float32; run the model in float64 for gradients exact to rounding. A forward pass that calls ``.view`` on a 4-D activation fails on
-channels-last strides: ``run_in_fast_layout`` then reruns the work with the input as given and
-remembers that model, so it is tried only once.
+oneDNN's convolutions run fastest on NHWC ("channels last") tensors. PyTorch picks them when the
+input is channels-last and every later activation keeps that layout, so converting the one input
+tensor is enough; the model's weights are not touched. Outputs agree with the default layout to
+float rounding. Gradients do too, except where a ReLU's input lies within rounding of 0: the two
+layouts can then gate it differently, which moves an input gradient locally by a few % of its scale
+(a random resnet18 at 64 px: one gate at 2.9e-7, 6.5 % of the saliency map's largest value; the
+default layout happened to match float64 there). Neither is more right in float32; run the model in
+float64 for gradients exact to rounding. A forward pass that calls ``.view`` on a 4-D activation
+fails on channels-last strides: ``run_in_fast_layout`` then reruns the work with the input as given
+and remembers that model, so it is tried only once.
 
 Measured on 2 CPU cores (benchmarks/attribution.py): forward+backward of MobileNetV2 at 224 px
 about 25 % faster, ConceptNet at 64 px about 20 %, resnet18 about 7 %. Inputs on a GPU are left
 as given: on an H200 in float32, channels-last was 5-10 % slower (MobileNetV2 8.0 against 7.2
-ms, resnet18 4.3 against 4.0 ms, batch 8) and its cuDNN kernels changed input gradients by up
-to 5 % of their scale against the CPU's, where the default layout agrees to 1e-6.
+ms, resnet18 4.3 against 4.0 ms, batch 8).
 
 Example:
     >>> import torch, torchvision

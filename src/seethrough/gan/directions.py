@@ -1,10 +1,11 @@
 """Latent directions (Shen et al. 2020, InterFaceGAN) and which layer controls what (Yang et al.
 2021, the GAN hierarchy).
 
-* ``fit_boundary`` (``fit_boundaries`` for several from one sample set): sample latents, score an attribute on their images, keep the top and bottom
-  ``extreme`` share (InterFaceGAN: 2 % each of 500k; here of ``samples``) as positives and
-  negatives, fit a linear SVM (scikit-learn's ``LinearSVC``) on a training part and report its
-  accuracy on the held-out part. The boundary's unit normal is the direction.
+* ``fit_boundary`` (``fit_boundaries``: several from one sample set): sample latents, score an
+  attribute on their images, keep the top and bottom ``extreme`` share (InterFaceGAN: 2 % each of
+  500k; here of ``samples``) as positives and negatives, fit a linear SVM (scikit-learn's
+  ``LinearSVC``) on a training part and report its accuracy on the held-out part. The boundary's
+  unit normal is the direction.
 * ``walk``: move latents along a direction, ``z + alpha * n``, and score the attributes at each
   step (the attribute should change monotonically).
 * ``conditional``: the paper's conditional manipulation: ``n1 - (n1 . n2) n2``, normalized,
@@ -283,5 +284,4 @@ def _mixed(generator: nn.Module, layer: str, latents: torch.Tensor, donor: torch
 
 
 __all__ = ["Boundary", "LayerControl", "Walk", "conditional", "fit_boundaries", "fit_boundary",
-           "layer_control",
-           "walk"]
+           "layer_control", "walk"]

@@ -85,13 +85,17 @@ def causal_units(generator: nn.Module, segmenter: nn.Module, layer: str, concept
 @torch.no_grad()
 def concept_pixels(segmenter: nn.Module, images: torch.Tensor, concept: str) -> torch.Tensor:
     """Per image, a bool mask (N, H, W) of the pixels the segmenter labels ``concept``."""
+    category, label = concept_label(concept)
+    return _pixel_labels(segmenter, images, category) == label
+
+
+def _pixel_labels(segmenter: nn.Module, images: torch.Tensor, category: str) -> torch.Tensor:
+    """The segmenter's (N, H, W) labels of ``category``; an image-level one (scene) fills the
+    image."""
     from seethrough.models.segmenter import segment
 
-    category, label = concept_label(concept)
     labels = segment(segmenter, images)[category]
-    if labels.dim() == 1:  # an image-level category (scene): the whole image
-        return (labels == label)[:, None, None].expand(-1, *images.shape[-2:])
-    return labels == label
+    return labels[:, None, None].expand(-1, *images.shape[-2:]) if labels.dim() == 1 else labels
 
 
 def _images(generator: nn.Module, latents: torch.Tensor, *changes) -> torch.Tensor:
@@ -219,28 +223,28 @@ def insertion_effect(generator: nn.Module, segmenter: nn.Module, layer: str, uni
     before_images = generate_images(generator, latents)
     after_images = _images(generator, latents, *[
         Clamp(layer, [unit], float(value), where=region) for unit, value in zip(units, values)])
-    before = concept_pixels(segmenter, before_images, concept).float()
-    after = concept_pixels(segmenter, after_images, concept).float()
-    inside, outside = region, ~region
-    gained, share = _most_gained(segmenter, before_images, after_images, concept, region)
-    return InsertionEffect(layer, concept, list(units),
-                           float(before[:, inside].mean()), float(after[:, inside].mean()),
-                           float(before[:, outside].mean()), float(after[:, outside].mean()),
-                           before_images, after_images, gained, share)
+    category, label = concept_label(concept)
+    before, after = (_pixel_labels(segmenter, images, category)
+                     for images in (before_images, after_images))
+    region = region.to(before.device)
+
+    def share(labels: torch.Tensor, where: torch.Tensor) -> float:
+        return float((labels[:, where] == label).float().mean())
+
+    gained, rise = _most_gained(before[:, region], after[:, region], category)
+    return InsertionEffect(layer, concept, list(units), share(before, region),
+                           share(after, region), share(before, ~region), share(after, ~region),
+                           before_images, after_images, gained, rise)
 
 
-def _most_gained(segmenter: nn.Module, before: torch.Tensor, after: torch.Tensor, concept: str,
-                 region: torch.Tensor) -> tuple[str, float]:
-    """The concept of ``concept``'s category whose share of ``region`` rose most, and the rise."""
+def _most_gained(before: torch.Tensor, after: torch.Tensor, category: str) -> tuple[str, float]:
+    """The concept of ``category`` whose share of the labels rose most from ``before`` to
+    ``after`` (the same pixels), and the rise."""
     from seethrough.data import ConceptWorld
-    from seethrough.models.segmenter import segment
 
-    category, _ = concept_label(concept)
     names = ConceptWorld.categories[category]
 
-    def shares(images: torch.Tensor) -> torch.Tensor:
-        labels = segment(segmenter, images)[category]
-        labels = labels[:, region.to(labels.device)] if labels.dim() == 3 else labels
+    def shares(labels: torch.Tensor) -> torch.Tensor:
         return torch.bincount(labels.flatten().cpu(), minlength=len(names)).double() / labels.numel()
 
     rise = (shares(after) - shares(before))[1:]  # label 0 is "none"
