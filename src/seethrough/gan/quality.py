@@ -131,9 +131,9 @@ def concept_coverage(generator: nn.Module, real_images: torch.Tensor, segmenter:
     generated = concept_shares(segmenter, generate_images(
         generator, sample_latents(samples, generator.latent_dim, seed)))
     real = concept_shares(segmenter, real_images)
-    rows = [{"category": key[0], "concept": key[1], "generated": generated[key], "real": share,
-             "ratio": generated[key] / share if share else float("nan")}
-            for key, share in real.items()]
+    rows = [{"category": key[0], "concept": key[1],
+             "ratio": generated[key] / share if share else float("nan"),
+             "generated": generated[key], "real": share} for key, share in real.items()]
     return pd.DataFrame(rows).sort_values("ratio", kind="stable").reset_index(drop=True)
 
 
