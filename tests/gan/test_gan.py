@@ -13,6 +13,8 @@ from seethrough.gan.directions import (
     fit_boundaries,
     fit_boundary,
     layer_control,
+    untrained,
+    untrained_boundaries,
     walk,
 )
 from seethrough.gan.interventions import (
@@ -196,6 +198,11 @@ def test_boundaries_beat_chance_and_walks_move_the_attribute(shipped):
     red, sky = fit_boundaries(generator, ["colour:red", "scene:sky"], segmenter=segmenter,
                               classifier=classifier, samples=1500).values()
     assert red.held_out_accuracy > 0.8 and sky.held_out_accuracy > 0.8
+    control = untrained_boundaries(generator, ["colour:red", "scene:sky"], segmenter=segmenter,
+                                   classifier=classifier, samples=1500)
+    for trained in (red, sky):  # an untrained generator separates them far less well, or not at all
+        if trained.attribute in control:
+            assert trained.held_out_accuracy > control[trained.attribute].held_out_accuracy + 0.15
     along = walk(generator, red.normal, ["colour:red", "scene:sky"], segmenter=segmenter,
                  classifier=classifier, latents=sample_latents(60, generator.latent_dim, 3))
     assert along.monotonic("colour:red") > 0.9
@@ -206,6 +213,18 @@ def test_boundaries_beat_chance_and_walks_move_the_attribute(shipped):
     sky_change = lambda w: abs(float(w.scores[-1, 1] - w.scores[0, 1]))
     assert sky_change(free) < sky_change(along) / 2  # red and sky are entangled: conditioning helps
     assert free.scores[-1, 0] > 5 * free.scores[0, 0] + 0.02
+    _same(generator, state)
+
+
+def test_the_untrained_control_redraws_every_weight_and_leaves_the_generator(shipped):
+    generator = shipped[0]
+    state = _state(generator)
+    control, again = untrained(generator, seed=3), untrained(generator, seed=3)
+    for (name, before), after, repeat in zip(generator.named_parameters(), control.parameters(),
+                                             again.parameters()):
+        assert torch.equal(after, repeat), name  # seeded
+        assert not torch.equal(before, after), name
+    assert not control.training
     _same(generator, state)
 
 

@@ -6,6 +6,10 @@
   500k; here of ``samples``) as positives and negatives, fit a linear SVM (scikit-learn's
   ``LinearSVC``) on a training part and report its accuracy on the held-out part. The boundary's
   unit normal is the direction.
+* ``untrained_boundaries``: the same fit on the generator with its weights re-drawn, a control
+  (after Adebayo et al. 2018's model randomization): an untrained generator is a smooth function
+  of its latent, so attribute scores of its images can separate well above chance. A boundary
+  means the *training* gave the latent that attribute only where it beats this control.
 * ``walk``: move latents along a direction, ``z + alpha * n``, and score the attributes at each
   step (the attribute should change monotonically).
 * ``conditional``: the paper's conditional manipulation: ``n1 - (n1 . n2) n2``, normalized,
@@ -91,6 +95,38 @@ def fit_boundaries(generator: nn.Module, attributes: list[str], *, segmenter: nn
             if not skip_unseparable:
                 raise
     return boundaries
+
+
+def untrained(generator: nn.Module, seed: int = 0) -> nn.Module:
+    """A deep copy of ``generator`` with every weight re-drawn (``reinitialize``, seeded) and
+    its batch-norm statistics re-estimated, in eval mode; ``generator`` is not touched."""
+    import copy
+
+    from seethrough.evaluation.sanity import reinitialize
+    from seethrough.gan.training import standing_statistics
+
+    control = copy.deepcopy(generator)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        reinitialize(control)
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in control.modules()):
+        standing_statistics(control, batches=20, seed=seed)
+    return control.eval()
+
+
+def untrained_boundaries(generator: nn.Module, attributes: list[str], *, segmenter: nn.Module,
+                         classifier: nn.Module, samples: int = 4000, extreme: float = 0.1,
+                         held_out: float = 0.3, seed: int = 0) -> dict[str, Boundary]:
+    """``fit_boundaries`` on ``untrained(generator)``: the accuracy a boundary reaches without
+    any training (attributes the untrained generator never shows are left out).
+
+    Example:
+        >>> control = untrained_boundaries(generator, ["colour:red"], segmenter=seg,   # doctest: +SKIP
+        ...                                classifier=net)
+    """
+    return fit_boundaries(untrained(generator, seed), attributes, segmenter=segmenter,
+                          classifier=classifier, samples=samples, extreme=extreme,
+                          held_out=held_out, seed=seed, skip_unseparable=True)
 
 
 def _boundary(attribute: str, latents: torch.Tensor, scores: torch.Tensor, extreme: float,
@@ -284,4 +320,4 @@ def _mixed(generator: nn.Module, layer: str, latents: torch.Tensor, donor: torch
 
 
 __all__ = ["Boundary", "LayerControl", "Walk", "conditional", "fit_boundaries", "fit_boundary",
-           "layer_control", "walk"]
+           "layer_control", "untrained", "untrained_boundaries", "walk"]

@@ -226,20 +226,39 @@ def _interventions_html(generator, result, segmenter, data: SectionData, layer: 
 def _directions_html(generator, segmenter, classifier, layers, quick: bool) -> tuple[str, dict]:
     import pandas as pd
 
-    from seethrough.gan.directions import conditional, fit_boundaries, layer_control, walk
+    from seethrough.gan.directions import (
+        conditional,
+        fit_boundaries,
+        layer_control,
+        untrained_boundaries,
+        walk,
+    )
 
     samples = 300 if quick else 4000
-    boundaries = fit_boundaries(generator, list(ATTRIBUTES[:2] if quick else ATTRIBUTES),
-                                segmenter=segmenter, classifier=classifier, samples=samples,
-                                skip_unseparable=True)
+    attributes = list(ATTRIBUTES[:2] if quick else ATTRIBUTES)
+    boundaries = fit_boundaries(generator, attributes, segmenter=segmenter,
+                                classifier=classifier, samples=samples, skip_unseparable=True)
+    control = untrained_boundaries(generator, attributes, segmenter=segmenter,
+                                   classifier=classifier, samples=samples)
     frame = pd.DataFrame([{"attribute": a, "held-out accuracy": b.held_out_accuracy,
+                           "untrained control": control[a].held_out_accuracy if a in control
+                           else float("nan"),
                            "train accuracy": b.train_accuracy, "examples per side": b.positives}
                           for a, b in boundaries.items()])
+    learned = [a for a, b in boundaries.items()  # an untrained generator that never shows it: learned
+               if a not in control or b.held_out_accuracy > control[a].held_out_accuracy + 0.1]
     body = ("<h4>Latent directions (InterFaceGAN, Shen et al. 2020)</h4><p>A linear SVM per "
             f"attribute on the top and bottom 10 % of {samples} latents, scored on their "
             "images (shape by ConceptNet, colour, texture and scene by the segmenter); accuracy on "
-            "a held-out 30 %.</p>" + table_html(frame))
-    facts = {"boundaries": {a: round(b.held_out_accuracy, 3) for a, b in boundaries.items()}}
+            "a held-out 30 %. The control fits the same boundary on the generator with its "
+            "weights re-drawn: an untrained generator is smooth in its latent, so its images' "
+            "scores separate above chance too. Only a boundary well above its control "
+            "(by more than 0.1) is one the training put into the latent"
+            + (f": here <b>{', '.join(learned)}</b>." if learned else "; none is here.")
+            + "</p>" + table_html(frame))
+    facts = {"boundaries": {a: round(b.held_out_accuracy, 3) for a, b in boundaries.items()},
+             "boundaries_untrained": {a: round(b.held_out_accuracy, 3) for a, b in control.items()},
+             "boundaries_learned": learned}
     names = list(boundaries)
     if len(names) >= 2:
         first, second = boundaries[names[0]], boundaries[names[-1]]
@@ -264,12 +283,12 @@ def _directions_html(generator, segmenter, classifier, layers, quick: bool) -> t
                  f"<b>{change['conditional'][0]:+.2f}</b>.</p>")
         facts["walk_monotonic"] = round(plain.monotonic(names[0]), 3)
         facts["conditional"] = change
-    control = layer_control(generator, layers, segmenter=segmenter, classifier=classifier,
-                            samples=40 if quick else 500)
+    hierarchy = layer_control(generator, layers, segmenter=segmenter, classifier=classifier,
+                              samples=40 if quick else 500)
     body += ("<h4>Which layer controls what</h4><p>Half of one layer's channels taken from "
              "another latent's: the share of images whose shape (ConceptNet), main colour or "
-             "scene (segmenter) changes.</p>" + figure_html(control.plot(), control._title()))
-    facts["layer_control"] = control.to_frame().round(3).to_dict("records")
+             "scene (segmenter) changes.</p>" + figure_html(hierarchy.plot(), hierarchy._title()))
+    facts["layer_control"] = hierarchy.to_frame().round(3).to_dict("records")
     return body, facts
 
 
