@@ -35,7 +35,7 @@ from seethrough.gan.section import ablated_count, generator_layers
 from seethrough.gan.training import train_gan
 from seethrough.gan.world import GeneratedWorld
 from seethrough.models import load_model
-from seethrough.models.generator import build_generator
+from seethrough.models.generator import GENERATOR_LAYERS, build_generator
 
 
 def _state(model):
@@ -249,6 +249,24 @@ def test_layer_control_is_measured_per_layer_and_leaves_the_generator(shipped):
     _same(generator, state)
 
 
+def test_a_hierarchical_generator_gives_each_layer_its_own_latent_chunk(shipped):
+    from seethrough.trace import capture
+
+    _, segmenter, classifier = shipped
+    generator = untrained(build_generator(10, 4, hierarchical=True))  # non-zero chunk weights
+    latents = sample_latents(3, 10, seed=5)
+    varied = latents.clone()
+    varied[:, generator.latent_chunks["layer4"]] = sample_latents(3, 2, seed=6)
+    before, after = (capture(generator, z, ["layer3", "layer4"]) for z in (latents, varied))
+    assert torch.equal(before["layer3"].output, after["layer3"].output)  # upstream untouched
+    assert not torch.equal(before["layer4"].output, after["layer4"].output)
+    state = _state(generator)
+    control = layer_control(generator, list(GENERATOR_LAYERS), segmenter=segmenter,
+                            classifier=classifier, samples=20)
+    assert control.probe == "its latent chunk" and control.changed.shape == (4, 3)
+    _same(generator, state)
+
+
 def test_inversion_is_better_in_domain_than_on_photos(shipped):
     from seethrough.data.photos import sample_photos
 
@@ -312,6 +330,13 @@ def test_train_gan_cli_writes_a_card(tmp_path, capsys):
     loaded = load_generator(out)
     assert loaded.card["quality"]["samples"] == 200 and loaded.latent_dim == 8
     assert not (tmp_path / "tiny.checkpoint.pt").exists()
+    assert main(["train-gan", "--steps", "2", "--n-train", "32", "--batch-size", "8",
+                 "--latent-dim", "10", "--width", "4", "--hierarchical", "--measure-samples", "50",
+                 "--out", str(tmp_path / "hier")]) == 0
+    hierarchical = load_generator(tmp_path / "hier")
+    assert type(hierarchical).__name__ == "HierarchicalGenerator"
+    assert "--hierarchical" in hierarchical.card["training_command"]
+    assert "--no-hierarchical" in loaded.card["training_command"]
 
 
 def test_an_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch):

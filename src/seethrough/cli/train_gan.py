@@ -26,8 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="gan-trained/conceptworld_gan",
                         help="path without suffix for the weights and card (default: %(default)s)")
     for key, value in DEFAULTS.items():
-        parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value,
-                            help=f"default: {value}")
+        if isinstance(value, bool):
+            parser.add_argument(f"--{key.replace('_', '-')}", action=argparse.BooleanOptionalAction,
+                                default=value, help=f"default: {value}")
+        else:
+            parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value,
+                                help=f"default: {value}")
     parser.add_argument("--measure-samples", type=int, default=2000,
                         help="generated and real images for the card's Fréchet distance "
                         "(default 2000)")

@@ -14,9 +14,11 @@
   step (the attribute should change monotonically).
 * ``conditional``: the paper's conditional manipulation: ``n1 - (n1 . n2) n2``, normalized,
   changes attribute 1 while leaving attribute 2 as it was.
-* ``layer_control``: per generator layer, half of its channels taken from another latent's
-  activations; the share of images whose shape (ConceptNet's class), main colour or scene
-  (the segmenter's) changes: which layer decides what.
+* ``layer_control``: per generator layer, its input varied: for a generator with per-layer
+  latents (``latent_chunks``, e.g. ``HierarchicalGenerator``) that layer's chunk of the latent
+  resampled, as Yang et al. vary one layer's code; otherwise half of its channels taken from
+  another latent's activations. The share of images whose shape (ConceptNet's class), main
+  colour or scene (the segmenter's) changes: which layer decides what.
 
 Example:
     >>> boundary = fit_boundary(generator, "colour:red", segmenter=seg, classifier=net)  # doctest: +SKIP
@@ -227,12 +229,14 @@ def conditional(primary: Boundary, condition: Boundary) -> torch.Tensor:
 
 @dataclass
 class LayerControl(FieldResult):
-    """Per layer, the share of images whose shape, main colour or scene changes when half of
-    that layer's channels come from another latent."""
+    """Per layer, the share of images whose shape, main colour or scene changes when that
+    layer's input is varied (``probe``: its latent chunk resampled, or half its channels taken
+    from another latent)."""
 
     layers: list[str]
     changed: torch.Tensor  # (layers, 3): shape, colour, scene
     images: int
+    probe: str = "half the channels"
 
     ASPECTS = ("shape", "colour", "scene")
 
@@ -259,7 +263,7 @@ class LayerControl(FieldResult):
         return fig
 
     def _title(self) -> str:
-        return "Which layer controls what: half a layer's channels from another latent"
+        return f"Which layer controls what: {self.probe} from another latent"
 
 
 def _aspects(images: torch.Tensor, segmenter: nn.Module, classifier: nn.Module) -> torch.Tensor:
@@ -277,13 +281,23 @@ def _aspects(images: torch.Tensor, segmenter: nn.Module, classifier: nn.Module) 
 @torch.no_grad()
 def layer_control(generator: nn.Module, layers: list[str], *, segmenter: nn.Module,
                   classifier: nn.Module, samples: int = 500, seed: int = 2) -> LayerControl:
-    """See ``LayerControl``; channels chosen at random per layer (seeded), the same for all
-    images."""
+    """See ``LayerControl``; with per-layer latents (``generator.latent_chunks``, naming every
+    layer) each layer's chunk comes from a donor latent; otherwise half of its channels, chosen
+    at random per layer (seeded), the same for all images."""
     from seethrough.preserve import preserve
 
     latents = sample_latents(samples, generator.latent_dim, seed)
     donors = sample_latents(samples, generator.latent_dim, seed + 1)
     base = _aspects(generate_images(generator, latents), segmenter, classifier)
+    chunks = getattr(generator, "latent_chunks", None)
+    if chunks is not None and all(layer in chunks for layer in layers):
+        rows = []
+        for layer in layers:
+            mixed = latents.clone()
+            mixed[:, chunks[layer]] = donors[:, chunks[layer]]
+            rows.append((_aspects(generate_images(generator, mixed), segmenter, classifier)
+                         != base).float().mean(0))
+        return LayerControl(list(layers), torch.stack(rows), samples, "its latent chunk")
     draw = torch.Generator().manual_seed(seed)
     rows = []
     with preserve(generator):

@@ -285,8 +285,12 @@ def _directions_html(generator, segmenter, classifier, layers, quick: bool) -> t
         facts["conditional"] = change
     hierarchy = layer_control(generator, layers, segmenter=segmenter, classifier=classifier,
                               samples=40 if quick else 500)
-    body += ("<h4>Which layer controls what</h4><p>Half of one layer's channels taken from "
-             "another latent's: the share of images whose shape (ConceptNet), main colour or "
+    varied = ("its chunk of the latent resampled (per-layer latents, as Yang et al. 2021 vary "
+              "one layer's code)" if hierarchy.probe == "its latent chunk" else
+              "half of its channels taken from another latent's (the generator has one latent "
+              "input, so no layer has its own code to vary)")
+    body += ("<h4>Which layer controls what</h4><p>Each layer's input varied, "
+             f"{varied}: the share of images whose shape (ConceptNet), main colour or "
              "scene (segmenter) changes.</p>" + figure_html(hierarchy.plot(), hierarchy._title()))
     facts["layer_control"] = hierarchy.to_frame().round(3).to_dict("records")
     return body, facts

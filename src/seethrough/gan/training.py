@@ -29,7 +29,7 @@ from seethrough.models.generator import NAME, Generator, build_discriminator, bu
 from seethrough.progress import progress_bar
 
 DEFAULTS = {"steps": 3500, "n_train": 20_000, "batch_size": 64, "latent_dim": 100, "width": 16,
-            "lr": 2e-4, "threads": 1}
+            "lr": 2e-4, "threads": 1, "hierarchical": False}
 
 
 @torch.no_grad()
@@ -93,7 +93,8 @@ def train_gan(*, seed: int = 0, out: str | Path | None = None, progress: bool | 
         images, _ = generate(ConceptWorld("train", length=settings["n_train"], size=64),
                              progress, "train set")
         torch.manual_seed(seed)
-        generator = build_generator(settings["latent_dim"], settings["width"])
+        generator = build_generator(settings["latent_dim"], settings["width"],
+                                    settings["hierarchical"])
         discriminator = build_discriminator(settings["width"])
         betas = (0.5, 0.999)
         optimize_g = torch.optim.Adam(generator.parameters(), settings["lr"], betas=betas)
@@ -136,7 +137,9 @@ def train_gan(*, seed: int = 0, out: str | Path | None = None, progress: bool | 
     train_seconds = round(spent + time.perf_counter() - started, 1)
     card = {
         "name": Path(out).name if out else NAME,
-        "architecture": (f"DCGAN-style generator (upsample + 3x3 conv), latent "
+        "architecture": (("hierarchical latent (BigGAN: 5 chunks, conditional batch norm), "
+                          if settings["hierarchical"] else "")
+                         + f"DCGAN-style generator (upsample + 3x3 conv), latent "
                          f"{settings['latent_dim']}, widths "
                          f"{[8 * settings['width'], 4 * settings['width'], 2 * settings['width'], settings['width']]}"
                          ", 64 px, output in [0, 1]; SN discriminator mirrored"),
@@ -145,7 +148,7 @@ def train_gan(*, seed: int = 0, out: str | Path | None = None, progress: bool | 
         "seed": seed, **settings,
         "data": {"world": "ConceptWorld", "world_seed": 0, "split": "train", "size": 64},
         "training_command": f"seethrough train-gan --seed {seed} "
-        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in settings.items())
+        + " ".join(_option(key, value) for key, value in settings.items())
         + (f" --out {out}" if out else ""),
         "history": history,
         "train_seconds": train_seconds,
@@ -176,6 +179,14 @@ def train_encoder_for(generator: str | Path = NAME, *, out: str | Path | None = 
     if out is not None:
         save_generator(encoder, card, out)
     return encoder, card
+
+
+def _option(key: str, value) -> str:
+    """``--key value`` as ``seethrough train-gan`` takes it (``--key``/``--no-key`` for flags)."""
+    flag = key.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"--no-{flag}"
+    return f"--{flag} {value}"
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:

@@ -72,6 +72,78 @@ class Generator(nn.Sequential):
         self.image_size = 64
 
 
+class ConditionalBatchNorm(nn.Module):
+    """BigGAN's conditional batch norm (Brock et al. 2019): batch norm without its own affine,
+    scaled by ``1 + W z`` and shifted by ``V z``, ``z`` the layer's chunk of the latent (W, V
+    start at zero, so an untrained layer is plain batch norm)."""
+
+    def __init__(self, channels: int, chunk: int):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, affine=False)
+        self.gain = nn.Linear(chunk, channels, bias=False)
+        self.shift = nn.Linear(chunk, channels, bias=False)
+        nn.init.zeros_(self.gain.weight)
+        nn.init.zeros_(self.shift.weight)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return (self.norm(x) * (1 + self.gain(z))[:, :, None, None]
+                + self.shift(z)[:, :, None, None])
+
+
+class HierarchicalBlock(nn.Module):
+    """(Upsampling,) a convolution, conditional batch norm on the layer's latent chunk, ReLU;
+    called with ``(x, z)``, its output is the layer's units."""
+
+    def __init__(self, conv: nn.Module, channels: int, chunk: int, upsample: bool):
+        super().__init__()
+        self.upsample = nn.Upsample(scale_factor=2, mode="nearest") if upsample else nn.Identity()
+        self.conv = conv
+        self.bn = ConditionalBatchNorm(channels, chunk)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn(self.conv(self.upsample(x)), z))
+
+
+class HierarchicalGenerator(nn.Module):
+    """The same layers as ``Generator``, with BigGAN's hierarchical latent: ``z`` is cut into
+    five equal chunks; chunk 0 makes the 4x4 map and chunk ``k`` conditions layer ``k``'s batch
+    norm, so every layer has its own latent input (``latent_chunks``), as the per-layer codes
+    in which Yang et al. 2021 measured the GAN hierarchy."""
+
+    def __init__(self, latent_dim: int = 100, width: int = 32):
+        super().__init__()
+        if latent_dim % 5:
+            raise ValueError(f"a hierarchical latent is cut into 5 chunks: latent_dim {latent_dim} "
+                             "must be a multiple of 5")
+        widths = (8 * width, 4 * width, 2 * width, width)
+        chunk = latent_dim // 5
+        self.as_map = AsMap()
+        self.layer1 = HierarchicalBlock(nn.ConvTranspose2d(chunk, widths[0], 4, 1, 0, bias=False),
+                                        widths[0], chunk, upsample=False)
+        for index in range(1, 4):
+            setattr(self, f"layer{index + 1}", HierarchicalBlock(
+                nn.Conv2d(widths[index - 1], widths[index], 3, 1, 1, bias=False), widths[index],
+                chunk, upsample=True))
+        self.output = nn.Sequential(OrderedDict(
+            upsample=nn.Upsample(scale_factor=2, mode="nearest"),
+            conv=nn.Conv2d(width, 3, 3, 1, 1), tanh=nn.Tanh()))
+        self.to_unit = ToUnit()
+        self.latent_dim, self.chunk = latent_dim, chunk
+        self.input_size = (latent_dim, 1, 1)
+        self.image_size = 64
+        #: which latent entries each layer takes (layer1 also the 4x4 map's chunk 0)
+        self.latent_chunks = {"layer1": slice(0, 2 * chunk),
+                              **{f"layer{k}": slice(k * chunk, (k + 1) * chunk) for k in (2, 3, 4)}}
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        chunks = self.as_map(z).flatten(1).split(self.chunk, 1)
+        x = self.layer1(chunks[0][:, :, None, None], chunks[1])
+        for index in (2, 3, 4):
+            x = getattr(self, f"layer{index}")(x, chunks[index])
+        return self.to_unit(self.output(x))
+
+
 def _upsample_block(inputs: int, outputs: int) -> nn.Sequential:
     """Nearest upsampling by 2, a 3x3 convolution, batch norm, ReLU (no checkerboard artifacts,
     Odena et al. 2016)."""
@@ -81,9 +153,12 @@ def _upsample_block(inputs: int, outputs: int) -> nn.Sequential:
         bn=nn.BatchNorm2d(outputs), relu=nn.ReLU(inplace=True)))
 
 
-def build_generator(latent_dim: int = 128, width: int = 32) -> Generator:
-    """A freshly initialised generator with DCGAN's N(0, 0.02) weights (BN scales N(1, 0.02))."""
-    return _dcgan_init(Generator(latent_dim, width))
+def build_generator(latent_dim: int = 128, width: int = 32, hierarchical: bool = False
+                    ) -> Generator | HierarchicalGenerator:
+    """A freshly initialised generator with DCGAN's N(0, 0.02) weights (BN scales N(1, 0.02));
+    ``hierarchical``: a ``HierarchicalGenerator``."""
+    kind = HierarchicalGenerator if hierarchical else Generator
+    return _dcgan_init(kind(latent_dim, width))
 
 
 def build_discriminator(width: int = 32) -> nn.Sequential:
@@ -113,7 +188,7 @@ def _dcgan_init(module: nn.Module) -> nn.Module:
     for child in module.modules():
         if isinstance(child, (nn.Conv2d, nn.ConvTranspose2d)):
             nn.init.normal_(child.weight, 0.0, 0.02)
-        elif isinstance(child, nn.BatchNorm2d):
+        elif isinstance(child, nn.BatchNorm2d) and child.affine:
             nn.init.normal_(child.weight, 1.0, 0.02)
             nn.init.zeros_(child.bias)
     return module
@@ -131,7 +206,8 @@ def load_generator(name: str | Path = NAME) -> Generator:
         raise WeightsError(f"no generator at {stem}: use {NAME!r} or a path written by "
                            "`seethrough train-gan`")
     card = json.loads(card_path.read_text(encoding="utf-8"))
-    generator = Generator(card["latent_dim"], card["width"])
+    kind = HierarchicalGenerator if card.get("hierarchical") else Generator
+    generator = kind(card["latent_dim"], card["width"])
     try:
         generator.load_state_dict(read_state_dict(weights))
     except RuntimeError as error:
@@ -141,5 +217,5 @@ def load_generator(name: str | Path = NAME) -> Generator:
     return generator.eval()
 
 
-__all__ = ["GENERATOR_LAYERS", "NAME", "Generator", "build_discriminator", "build_generator",
-           "load_generator"]
+__all__ = ["GENERATOR_LAYERS", "NAME", "ConditionalBatchNorm", "Generator", "HierarchicalGenerator",
+           "build_discriminator", "build_generator", "load_generator"]
