@@ -241,8 +241,8 @@ def _directions_html(generator, segmenter, classifier, layers, quick: bool) -> t
     control = untrained_boundaries(generator, attributes, segmenter=segmenter,
                                    classifier=classifier, samples=samples)
     frame = pd.DataFrame([{"attribute": a, "held-out accuracy": b.held_out_accuracy,
-                           "untrained control": control[a].held_out_accuracy if a in control
-                           else float("nan"),
+                           "untrained control": f"{control[a].held_out_accuracy:.3f}"
+                           if a in control else "never drawn",
                            "train accuracy": b.train_accuracy, "examples per side": b.positives}
                           for a, b in boundaries.items()])
     learned = [a for a, b in boundaries.items()  # an untrained generator that never shows it: learned
