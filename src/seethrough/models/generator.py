@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from seethrough.errors import WeightsError
+from seethrough.errors import InputError, WeightsError
 
 #: the shipped generator's name (``load_model(NAME)``)
 NAME = "conceptworld_gan"
@@ -109,13 +109,19 @@ class HierarchicalGenerator(nn.Module):
     """The same layers as ``Generator``, with BigGAN's hierarchical latent: ``z`` is cut into
     five equal chunks; chunk 0 makes the 4x4 map and chunk ``k`` conditions layer ``k``'s batch
     norm, so every layer has its own latent input (``latent_chunks``), as the per-layer codes
-    in which Yang et al. 2021 measured the GAN hierarchy."""
+    in which Yang et al. 2021 measured the GAN hierarchy.
+
+    Example:
+        >>> generator = HierarchicalGenerator(latent_dim=10, width=4)
+        >>> generator(torch.randn(2, 10)).shape, generator.latent_chunks["layer2"]
+        (torch.Size([2, 3, 64, 64]), slice(4, 6, None))
+    """
 
     def __init__(self, latent_dim: int = 100, width: int = 32):
         super().__init__()
         if latent_dim % 5:
-            raise ValueError(f"a hierarchical latent is cut into 5 chunks: latent_dim {latent_dim} "
-                             "must be a multiple of 5")
+            raise InputError(f"a hierarchical latent is cut into 5 chunks: latent_dim {latent_dim} "
+                             "must be a multiple of 5 (e.g. --latent-dim 100)")
         widths = (8 * width, 4 * width, 2 * width, width)
         chunk = latent_dim // 5
         self.as_map = AsMap()
