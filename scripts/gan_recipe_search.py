@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import multiprocessing as mp
+import os
 import time
 from pathlib import Path
 
@@ -95,6 +95,7 @@ class HierG(nn.Module):
 
 def build_g(c):
     from collections import OrderedDict
+
     from seethrough.models.generator import Generator, _dcgan_init
 
     if c.get("hier"):
@@ -116,7 +117,9 @@ def build_g(c):
 
 def build_d(c):
     from collections import OrderedDict
+
     from torch.nn.utils.parametrizations import spectral_norm
+
     from seethrough.models.generator import _ToSymmetric
 
     if c.get("projected"):
@@ -142,6 +145,7 @@ class ProjectedD(nn.Module):
     def __init__(self, w, pixel):
         super().__init__()
         from torch.nn.utils.parametrizations import spectral_norm
+
         from seethrough.models import load_model
 
         net = load_model("conceptnet").eval()
@@ -196,8 +200,8 @@ def g_loss(c, d, fake):
 
 class Meter:
     def __init__(self, device, val):
-        from seethrough.models import load_model
         from seethrough.gan.quality import feature_extractor, features_of
+        from seethrough.models import load_model
 
         self.device = device
         self.net = load_model("conceptnet").to(device).eval()
@@ -212,9 +216,10 @@ class Meter:
 
     @torch.no_grad()
     def __call__(self, g) -> dict:
-        from seethrough.gan.quality import concept_shares, features_of, frechet_distance
+        from seethrough.errors import InputError
         from seethrough.gan.attributes import attribute_scores
         from seethrough.gan.directions import _boundary
+        from seethrough.gan.quality import concept_shares, features_of, frechet_distance
         from seethrough.gan.training import standing_statistics
 
         g = copy.deepcopy(g).cpu()
@@ -233,7 +238,7 @@ class Meter:
         for a in attrs:
             try:
                 boundaries[a] = round(_boundary(a, z, scores[a].cpu(), 0.1, 0.3, 0).held_out_accuracy, 3)
-            except Exception:
+            except InputError:  # the generator never shows it
                 boundaries[a] = None
         fd1 = frechet_distance(features_of(self.extractor1, images[:2000]), self.real_features1)
         return {"fd": round(fd, 2), "fd_seed1": round(fd1, 2), "top_prob": round(top, 3), "coverage": coverage,

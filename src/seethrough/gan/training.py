@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from seethrough.core.device import torch_threads
 from seethrough.errors import InputError
 from seethrough.gan.quality import generator_quality
-from seethrough.models.generator import NAME, Generator, build_discriminator, build_generator
+from seethrough.models.generator import NAME, build_discriminator, build_generator
 from seethrough.progress import progress_bar
 
 DEFAULTS = {"steps": 3500, "n_train": 20_000, "batch_size": 64, "latent_dim": 100, "width": 16,
@@ -33,8 +33,8 @@ DEFAULTS = {"steps": 3500, "n_train": 20_000, "batch_size": 64, "latent_dim": 10
 
 
 @torch.no_grad()
-def standing_statistics(generator: Generator, *, batches: int = 100, batch_size: int = 64,
-                        seed: int = 0) -> Generator:
+def standing_statistics(generator: torch.nn.Module, *, batches: int = 100, batch_size: int = 64,
+                        seed: int = 0) -> torch.nn.Module:
     """Re-estimate every batch norm's running mean and variance as the plain average over
     ``batches`` batches of random latents (the generator is left in eval mode)."""
     norms = [m for m in generator.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -64,7 +64,7 @@ def _resume(checkpoint: Path | None, seed: int, settings: dict) -> dict | None:
 def train_gan(*, seed: int = 0, out: str | Path | None = None, progress: bool | None = None,
               measure: bool = True, measure_samples: int = 2000,
               checkpoint: str | Path | None = None,
-              checkpoint_every: int = 250, **options) -> tuple[Generator, dict]:
+              checkpoint_every: int = 250, **options) -> tuple[torch.nn.Module, dict]:
     """Train a DCGAN on ConceptWorld; write ``OUT.safetensors`` and ``OUT.json`` unless ``out``
     is None; return the generator (eval mode) and its card.
 
