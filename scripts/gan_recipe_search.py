@@ -50,60 +50,13 @@ MEASURE_AT = (1000, 2000, 3500, 5000, 7000, 10000, 14000, 20000, 28000, 40000)
 SHAPES = ("circle", "square", "star", "triangle", "cross")
 
 
-class CBN(nn.Module):
-    """BigGAN's conditional batch norm: gain 1 + W z_k, bias V z_k from the layer's latent chunk."""
-
-    def __init__(self, channels, chunk):
-        super().__init__()
-        self.bn = nn.BatchNorm2d(channels, affine=False)
-        self.gain, self.bias = nn.Linear(chunk, channels, bias=False), nn.Linear(chunk, channels, bias=False)
-        nn.init.zeros_(self.gain.weight); nn.init.zeros_(self.bias.weight)
-        self.z = None
-
-    def forward(self, x):
-        return self.bn(x) * (1 + self.gain(self.z))[:, :, None, None] + self.bias(self.z)[:, :, None, None]
-
-
-class HierG(nn.Module):
-    """BigGAN's hierarchical latent (Brock et al. 2019) on the DCGAN generator: z in 5 chunks,
-    the first to the 4x4 map, one per layer to its conditional batch norm."""
-
-    def __init__(self, latent, width):
-        super().__init__()
-        from collections import OrderedDict
-        w = (8 * width, 4 * width, 2 * width, width)
-        self.chunk = latent // 5
-        self.latent_dim = latent
-        self.layer1 = nn.Sequential(OrderedDict(conv=nn.ConvTranspose2d(self.chunk, w[0], 4, 1, 0, bias=False),
-                                                bn=CBN(w[0], self.chunk), relu=nn.ReLU(True)))
-        for i in range(1, 4):
-            setattr(self, f"layer{i + 1}", nn.Sequential(OrderedDict(
-                upsample=nn.Upsample(scale_factor=2), conv=nn.Conv2d(w[i - 1], w[i], 3, 1, 1, bias=False),
-                bn=CBN(w[i], self.chunk), relu=nn.ReLU(True))))
-        self.output = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(width, 3, 3, 1, 1), nn.Tanh())
-
-    def forward(self, z):
-        z = z.reshape(len(z), -1)
-        chunks = z[:, :5 * self.chunk].split(self.chunk, 1)
-        x = chunks[0][:, :, None, None]
-        for i in range(4):
-            layer = getattr(self, f"layer{i + 1}")
-            layer.bn.z = chunks[i + 1]
-            x = layer(x)
-        return (self.output(x) + 1) / 2
-
-
 def build_g(c):
     from collections import OrderedDict
 
-    from seethrough.models.generator import Generator, _dcgan_init
+    from seethrough.models.generator import Generator, _dcgan_init, build_generator
 
-    if c.get("hier"):
-        g = HierG(c["latent"], c["width"])
-        for m in g.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.normal_(m.weight, 0.0, 0.02)
-        return g
+    if c.get("hier"):  # BigGAN's hierarchical latent (seethrough's HierarchicalGenerator)
+        return build_generator(c["latent"], c["width"], hierarchical=True)
     g = Generator(c["latent"], c["width"])
     if c["g_convs"] == 2:
         for name in ("layer2", "layer3", "layer4"):

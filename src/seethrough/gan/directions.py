@@ -111,7 +111,7 @@ def untrained(generator: nn.Module, seed: int = 0) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         reinitialize(control)
-    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in control.modules()):
+    if any(isinstance(m, nn.BatchNorm2d) for m in control.modules()):
         standing_statistics(control, batches=20, seed=seed)
     return control.eval()
 

@@ -33,7 +33,13 @@ from torch import nn
 
 from seethrough.circuits.edit import Clamp, Off, edit
 from seethrough.errors import InputError
-from seethrough.gan.quality import feature_extractor, features_of, frechet_distance, generate_images
+from seethrough.gan.quality import (
+    feature_extractor,
+    features_of,
+    frechet_distance,
+    generate_images,
+    label_shares,
+)
 from seethrough.gan.result import FieldResult, bar_figure
 from seethrough.trace import capture
 
@@ -243,11 +249,7 @@ def _most_gained(before: torch.Tensor, after: torch.Tensor, category: str) -> tu
     from seethrough.data import ConceptWorld
 
     names = ConceptWorld.categories[category]
-
-    def shares(labels: torch.Tensor) -> torch.Tensor:
-        return torch.bincount(labels.flatten().cpu(), minlength=len(names)).double() / labels.numel()
-
-    rise = (shares(after) - shares(before))[1:]  # label 0 is "none"
+    rise = (label_shares(after, len(names)) - label_shares(before, len(names)))[1:]  # 0: none
     best = int(rise.argmax())
     return names[best + 1], float(rise[best])
 

@@ -98,6 +98,11 @@ def generator_quality(generator: nn.Module, real_images: torch.Tensor, *, sample
     }
 
 
+def label_shares(labels: torch.Tensor, count: int) -> torch.Tensor:
+    """The share (count,) of each label value ``0 … count - 1`` among ``labels`` (any shape)."""
+    return torch.bincount(labels.flatten().cpu(), minlength=count).double() / labels.numel()
+
+
 def concept_shares(segmenter: nn.Module, images: torch.Tensor) -> dict[tuple[str, str], float]:
     """``{(category, concept): share}``: the share of pixels the segmenter labels with each
     shape, colour and texture, and of images with each scene."""
@@ -107,9 +112,8 @@ def concept_shares(segmenter: nn.Module, images: torch.Tensor) -> dict[tuple[str
     labels = segment(segmenter, images)
     shares = {}
     for category, names in ConceptWorld.categories.items():
-        counts = torch.bincount(labels[category].flatten().cpu(), minlength=len(names)).double()
-        shares.update({(category, name): float(counts[k] / counts.sum())
-                       for k, name in enumerate(names) if k > 0})
+        values = label_shares(labels[category], len(names))
+        shares.update({(category, name): float(values[k]) for k, name in enumerate(names) if k > 0})
     return shares
 
 
@@ -138,4 +142,5 @@ def concept_coverage(generator: nn.Module, real_images: torch.Tensor, segmenter:
 
 
 __all__ = ["concept_coverage", "concept_shares", "feature_extractor", "features_of",
-           "frechet_distance", "generate_images", "generator_quality", "sample_latents"]
+           "frechet_distance", "generate_images", "generator_quality", "label_shares",
+           "sample_latents"]

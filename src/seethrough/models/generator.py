@@ -124,7 +124,6 @@ class HierarchicalGenerator(nn.Module):
                              "must be a multiple of 5 (e.g. --latent-dim 100)")
         widths = (8 * width, 4 * width, 2 * width, width)
         chunk = latent_dim // 5
-        self.as_map = AsMap()
         self.layer1 = HierarchicalBlock(nn.ConvTranspose2d(chunk, widths[0], 4, 1, 0, bias=False),
                                         widths[0], chunk, upsample=False)
         for index in range(1, 4):
@@ -143,7 +142,7 @@ class HierarchicalGenerator(nn.Module):
                               **{f"layer{k}": slice(k * chunk, (k + 1) * chunk) for k in (2, 3, 4)}}
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        chunks = self.as_map(z).flatten(1).split(self.chunk, 1)
+        chunks = z.reshape(len(z), -1).split(self.chunk, 1)  # (N, D) or (N, D, 1, 1)
         x = self.layer1(chunks[0][:, :, None, None], chunks[1])
         for index in (2, 3, 4):
             x = getattr(self, f"layer{index}")(x, chunks[index])
