@@ -104,6 +104,8 @@ def test_tiny_training_is_deterministic_and_learns():
 def test_unknown_training_option_is_one_clear_error():
     with pytest.raises(InputError, match="unknown GAN training options"):
         train_gan(stepz=3, measure=False)
+    with pytest.raises(InputError, match="must be a multiple of 5"):  # before any data is made
+        train_gan(hierarchical=True, latent_dim=8, measure=False)
 
 
 def test_the_shipped_generator_is_far_better_than_noise_and_than_itself_perturbed(shipped, world_images):

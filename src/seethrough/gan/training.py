@@ -86,6 +86,9 @@ def train_gan(*, seed: int = 0, out: str | Path | None = None, progress: bool | 
         raise InputError(f"unknown GAN training options {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     if min(settings["steps"], settings["n_train"], settings["batch_size"], settings["threads"]) < 1:
         raise InputError("steps, n_train, batch_size and threads must be at least 1")
+    if settings["hierarchical"] and settings["latent_dim"] % 5:
+        raise InputError(f"a hierarchical latent is cut into 5 chunks: latent_dim "
+                         f"{settings['latent_dim']} must be a multiple of 5 (e.g. --latent-dim 100)")
     started = time.perf_counter()
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     resumed = _resume(checkpoint, seed, settings)
