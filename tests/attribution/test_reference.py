@@ -264,6 +264,21 @@ def test_neuron_conductance_default_picks_the_most_conducting_channel():
     result = seethrough.attribute(model, x, [0, 3], method="neuron_conductance", layer="2", n_steps=8)
     layer = seethrough.attribute(model, x, [0, 3], method="layer_conductance", layer="2", n_steps=8)
     assert result.options["neuron"] == [(int(c),) for c in layer.raw.sum((2, 3)).argmax(1)]
+    replayed = seethrough.attribute(model, x, [0, 3], method="neuron_conductance", layer="2",
+                                    n_steps=8, neuron=result.options["neuron"])  # one per image
+    torch.testing.assert_close(replayed.raw, result.raw)
+
+
+def test_a_ranking_with_the_sanity_check_replays_an_automatic_neuron_choice():
+    """The demo's ranking re-runs each method on a few images of a randomized model with the
+    options it recorded; neuron conductance records one neuron per image (it failed there)."""
+    from seethrough.evaluation.ranking import score_methods
+
+    model, x = relu_net(), images(4)
+    result = seethrough.attribute(model, x, [0, 1, 2, 3], method="neuron_conductance", layer="2",
+                                  n_steps=4)
+    frame = score_methods(model, x, {"neuron_conductance": (result, 1.0)}, sanity_images=2)
+    assert frame.loc[0, "sanity_spearman"] == frame.loc[0, "sanity_spearman"]  # not NaN
 
 
 # -- SmoothGrad variants ------------------------------------------------------------------------

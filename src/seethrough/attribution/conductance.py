@@ -83,6 +83,14 @@ def layer_conductance(
                        options={"layer": name})
 
 
+def _per_image(neuron, count: int) -> bool:
+    """Whether ``neuron`` is one ``(channel,)`` per image (as ``options["neuron"]`` records an
+    automatic choice), so that a recorded run can be replayed."""
+    return (isinstance(neuron, list) and len(neuron) == count and count > 0
+            and all(isinstance(n, (tuple, list)) and len(n) == 1 for n in neuron)
+            and all(_neuron(n) for n in neuron))
+
+
 def _neuron(neuron) -> tuple[int, ...]:
     if (not isinstance(neuron, (tuple, list)) or len(neuron) not in (1, 3)
             or not all(isinstance(i, int) and not isinstance(i, bool) for i in neuron)):
@@ -115,8 +123,9 @@ def neuron_conductance(
 
     ``neuron``: ``(channel,)`` (the whole channel: the sum of its units' conductances) or
     ``(channel, y, x)`` of ``layer`` (default ``default_layer(model)``; token layers as their
-    grid). ``None`` (default) picks, per image, the channel with the largest layer conductance
-    for the target (``n_steps + 1`` more passes). Path quadrature as ``integrated_gradients``
+    grid), or a list of one ``(channel,)`` per image. ``None`` (default) picks, per image, the
+    channel with the largest layer conductance for the target (``n_steps + 1`` more passes) and
+    records that list in ``options["neuron"]``. Path quadrature as ``integrated_gradients``
     (``rule``, default Gauss-Legendre; Captum's default is the trapezoid). ``raw`` per colour
     channel, ``maps`` their sum; the pixels sum to the neuron's layer conductance.
     """
@@ -128,6 +137,9 @@ def neuron_conductance(
         cond = to_grid(conductances(model, images, target, name, start, n_steps, batch_size), name, grid)
         channels = cond.sum((2, 3)).argmax(1)
         chosen = [(int(c),) for c in channels]
+    elif _per_image(neuron, len(images)):
+        channels = torch.tensor([n[0] for n in neuron], dtype=torch.long, device=images.device)
+        chosen = [tuple(n) for n in neuron]
     else:
         index = _neuron(neuron)
         channels = torch.full((len(images),), index[0], dtype=torch.long, device=images.device)

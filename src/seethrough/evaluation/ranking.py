@@ -35,7 +35,8 @@ def score_methods(model: nn.Module, images: torch.Tensor, results: dict, *, mask
                           batch_size=batch_size, progress=False).mean()
         row = {"method": name, **scores, "seconds_per_image": seconds / len(images)}
         if sanity_images:
-            options = {k: v for k, v in result.options.items() if k != "batch_size"}
+            options = {k: v[:sanity_images] if _per_image(v, len(images)) else v  # e.g. neurons
+                       for k, v in result.options.items() if k != "batch_size"}
             blocks = [n for n, m in model.named_children() if any(True for _ in m.parameters())]
             check = model_randomization(model, images[:sanity_images], name,
                                         result.target[:sanity_images], layers=blocks[::-1] or None,
@@ -43,6 +44,11 @@ def score_methods(model: nn.Module, images: torch.Tensor, results: dict, *, mask
             row["sanity_spearman"] = float(check.mean()[-1])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _per_image(value, count: int) -> bool:
+    """Whether a recorded option holds one entry per image (a list as long as the images)."""
+    return isinstance(value, list) and len(value) == count
 
 
 def ranked(frame):
